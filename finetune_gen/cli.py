@@ -1,0 +1,213 @@
+"""The `finetune-gen` command line: thin commands over the library, one error handler.
+
+Exit codes (contract section 2): 0 success, 2 invalid input or usage, 3 no plan fits.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from . import __version__
+from .errors import FinetuneGenError
+
+SPEC = click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
+
+
+def handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Print a FinetuneGenError as a message (one line per problem) and exit with its code."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except FinetuneGenError as error:
+            click.echo(f"error: {error.message}", err=True)
+            for problem in error.problems:
+                click.echo(f"  {problem}", err=True)
+            sys.exit(error.exit_code)
+
+    return wrapper
+
+
+def echo_diagnostics(diagnostics: list[Any]) -> None:
+    for item in diagnostics:
+        click.echo(f"{item.level}: {item.header}" + (f": {item.detail}" if item.detail else ""), err=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="finetune-gen")
+def main() -> None:
+    """Turn a short fine-tuning spec into a run folder that works the first time.
+
+    \b
+    Typical use:
+      finetune-gen init my-run.yaml          # a commented starter spec
+      finetune-gen plan my-run.yaml          # what will be run, why, and will it fit
+      finetune-gen generate my-run.yaml -o run/
+      cd run && bash launch.sh --probe && bash launch.sh
+
+    Exit codes: 0 success, 2 invalid spec or usage, 3 nothing fits the hardware.
+    """
+
+
+@main.command()
+@SPEC
+@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False, path_type=Path), help="Run folder to write.")
+@click.option("--force", is_flag=True, help="Overwrite the generated files in a non-empty folder (others are kept).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["files", "json", "notebook"]),
+    default="files",
+    show_default=True,
+    help="files: the run folder; json: the output object on stdout; notebook: a Jupyter notebook in -o.",
+)
+@click.option("--strict", is_flag=True, help="Fail (exit 3) instead of changing a value the spec set.")
+@handle_errors
+def generate(spec: Path, out_dir: Path | None, force: bool, fmt: str, strict: bool) -> None:
+    """Write the run folder for SPEC: train.py, configs, launch.sh, eval.py, estimates.
+
+    \b
+    Examples:
+      finetune-gen generate examples/llama-lora-alpaca.yaml -o run/
+      finetune-gen generate spec.yaml --format json | jq .estimated_resources
+    """
+    from .errors import SpecError
+    from .generate import generate as build, write_run_folder
+    from .summary import summary_text
+
+    if fmt != "json" and out_dir is None:
+        raise SpecError("generate: -o DIR is required (or use --format json)")
+    result = build(spec, out_dir=out_dir, strict=strict)
+    if fmt == "json":
+        click.echo(json.dumps(result.output_object(), indent=2, sort_keys=True))
+        echo_diagnostics(result.diagnostics)
+        return
+    files = result.files
+    if fmt == "notebook":
+        from .notebook import notebook_file
+
+        files = {"finetune.ipynb": notebook_file(result)}
+    assert out_dir is not None
+    written = write_run_folder(files, out_dir, force=force)
+    click.echo(summary_text(result.plan, result.resources))
+    click.echo(f"\nWrote {len(written)} files to {out_dir}/: {', '.join(sorted(files))}")
+    click.echo(f"Next: cd {out_dir} && bash launch.sh --probe   # check the estimate on your GPU")
+
+
+@main.command()
+@SPEC
+@click.option("--json", "as_json", is_flag=True, help="Print the plan and estimated_resources objects as JSON.")
+@click.option("--strict", is_flag=True, help="Fail (exit 3) instead of changing a value the spec set.")
+@handle_errors
+def plan(spec: Path, as_json: bool, strict: bool) -> None:
+    """Show what SPEC resolves to: every decision and why, the memory breakdown, the fallbacks."""
+    from .generate import plan_file
+    from .resources import estimate_resources
+    from .summary import summary_text
+
+    resolved, planner, diagnostics = plan_file(spec, strict=strict)
+    resources = estimate_resources(resolved, planner.arch, planner.counts)
+    if as_json:
+        payload = {"plan": resolved.public_dict(), "estimated_resources": resources.to_dict()}
+        click.echo(json.dumps(payload, indent=2, sort_keys=True))
+        return
+    click.echo(summary_text(resolved, resources, detailed=True))
+
+
+@main.command()
+@SPEC
+@handle_errors
+def validate(spec: Path) -> None:
+    """Check SPEC against the schema only (no model or data look-ups)."""
+    from .spec import load_spec
+
+    load_spec(spec)
+    click.echo(f"{spec}: valid")
+
+
+@main.command()
+@click.option("--output", type=click.Choice(["spec", "output"]), default="spec", show_default=True, help="Which schema.")
+def schema(output: str) -> None:
+    """Print the JSON Schema of the spec (or of the output object)."""
+    from .schemas import schema_text
+
+    click.echo(schema_text(output), nl=False)
+
+
+@main.command()
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path), default="finetune.yaml")
+@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+@handle_errors
+def init(path: Path, force: bool) -> None:
+    """Write a commented starter spec to PATH (default finetune.yaml)."""
+    from .errors import SpecError
+    from .starter import STARTER_SPEC
+
+    if path.exists() and not force:
+        raise SpecError(f"{path}: exists; pass --force to overwrite it")
+    path.write_text(STARTER_SPEC, encoding="utf-8")
+    click.echo(f"Wrote {path}. Edit it, then: finetune-gen plan {path}")
+
+
+@main.command()
+@click.option("--gpus", "show_gpus", is_flag=True, help="List the GPU catalog instead of models.")
+def models(show_gpus: bool) -> None:
+    """List the model catalog (or, with --gpus, the GPU catalog)."""
+    from .catalog import list_gpus, list_models
+
+    if show_gpus:
+        click.echo(f"{'name':<14} {'memory':>7} {'bf16':>5} {'TFLOPs':>7} {'$/h':>6}  display")
+        for gpu in list_gpus():
+            click.echo(
+                f"{gpu.name:<14} {gpu.memory_gb:>5g}GB {'yes' if gpu.supports_bf16 else 'no':>5} "
+                f"{gpu.tflops_bf16 if gpu.supports_bf16 else gpu.tflops_fp16:>7g} {gpu.price_usd_hour:>6.2f}  {gpu.display}"
+            )
+        return
+    from .params import count_params
+
+    click.echo(f"{'id':<48} {'params':>9} {'context':>8}  type")
+    for entry in list_models():
+        from .architecture import Architecture
+
+        arch = Architecture.from_config(entry.config)
+        total = count_params(arch).total
+        click.echo(f"{entry.id:<48} {total / 1e9:>8.2f}B {arch.max_position_embeddings:>8}  {arch.model_type}")
+
+
+@main.command("check-data")
+@SPEC
+@handle_errors
+def check_data(spec: Path) -> None:
+    """Check SPEC's dataset file against its declared format: rows, fields, lengths."""
+    from .data_stats import read_stats, resolve_columns
+    from .errors import SpecError
+    from .generate import _localize
+    from .spec import load_spec
+
+    loaded = load_spec(spec)
+    path, local = _localize(loaded.dataset.path, spec.resolve().parent, is_dataset=True)
+    if not local:
+        raise SpecError(f"dataset.path: {loaded.dataset.path} is not a local file; check-data reads local files only")
+    columns = resolve_columns(loaded.task_type.value, loaded.dataset.format.value, loaded.dataset.columns)
+    stats = read_stats(path, loaded.task_type.value, loaded.dataset.format.value, columns)
+    assert stats is not None
+    click.echo(f"{loaded.dataset.path}: {stats.rows} rows; fields {', '.join(stats.sample_fields)}")
+    click.echo(f"columns used: {', '.join(f'{k}={v}' for k, v in columns.items())}")
+    click.echo(
+        f"estimated tokens per row (~4 chars/token): mean {stats.mean_tokens}, "
+        f"p50 {stats.percentile_tokens(0.5)}, p99 {stats.percentile_tokens(0.99)}, max {max(stats.token_lengths)}"
+    )
+    if stats.problems:
+        raise SpecError(f"{loaded.dataset.path} does not match format {loaded.dataset.format.value!r}", problems=stats.problems)
+    click.echo("format: ok")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

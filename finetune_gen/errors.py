@@ -1,0 +1,26 @@
+"""The error hierarchy the CLI maps to exit codes (contract section 2)."""
+
+from __future__ import annotations
+
+
+class FinetuneGenError(Exception):
+    """Base class: a message meant for the user, and the exit code that goes with it."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, problems: list[str] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.problems = problems or []
+
+
+class SpecError(FinetuneGenError):
+    """Invalid input or usage: a bad spec, an unknown model, an unreadable file (exit 2)."""
+
+    exit_code = 2
+
+
+class NoFitError(FinetuneGenError):
+    """No plan fits the hardware (exit 3); the message says what would."""
+
+    exit_code = 3

@@ -1,0 +1,73 @@
+"""The evaluation plan (the output's ``evaluation_plan``): what to measure and how.
+
+Perplexity on the held-out split always; task metrics by task type; benchmark commands for
+general ability (lm-evaluation-harness, the usual tool for MMLU and friends) so regressions
+from catastrophic forgetting show; and a contamination check of the eval split against the
+training split.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .plan import Plan
+
+TASK_METRICS = {
+    "instruction": ["eval_loss", "perplexity", "exact_match", "token_f1"],
+    "chat": ["eval_loss", "perplexity", "exact_match", "token_f1"],
+    "classification": ["eval_loss", "accuracy", "macro_f1"],
+    "generation": ["eval_loss", "perplexity"],
+}
+BENCHMARKS = {
+    "instruction": ["mmlu", "hellaswag", "arc_challenge", "truthfulqa_mc2"],
+    "chat": ["mmlu", "hellaswag", "arc_challenge", "truthfulqa_mc2"],
+    "classification": [],
+    "generation": ["mmlu", "hellaswag", "arc_challenge"],
+}
+
+
+def evaluation_plan(plan: Plan) -> dict[str, Any]:
+    adapter = plan.is_peft
+    model_args = (
+        f"pretrained={plan.base_model},peft={plan.output_dir}" if adapter else f"pretrained={plan.output_dir}"
+    )
+    benchmarks = BENCHMARKS[plan.task_type]
+    commands = [
+        f"python eval.py --model-dir {plan.output_dir}",
+        f"python eval.py --model-dir {plan.output_dir} --contamination",
+    ]
+    if benchmarks:
+        commands.append(
+            f"lm_eval --model hf --model_args {model_args} --tasks {','.join(benchmarks)} "
+            f"--batch_size auto --output_path {plan.output_dir}/benchmarks"
+        )
+        commands.append(
+            f"lm_eval --model hf --model_args pretrained={plan.base_model} --tasks {','.join(benchmarks)} "
+            f"--batch_size auto --output_path {plan.output_dir}/benchmarks-base"
+        )
+    return {
+        "model_dir": plan.output_dir,
+        "eval_split": plan.dataset.eval_split,
+        "metrics": TASK_METRICS[plan.task_type],
+        "benchmarks": benchmarks,
+        "commands": commands,
+        "contamination_check": {
+            "method": "13-gram overlap between each eval example and the training split",
+            "ngram": 13,
+            "threshold": 0.5,
+            "command": f"python eval.py --model-dir {plan.output_dir} --contamination",
+        },
+        "human_evaluation": (
+            "Sample 50 eval prompts, generate with the fine-tuned and the base model, and have a "
+            "reviewer pick the better answer blind; report the win rate."
+            if plan.task_type in ("instruction", "chat")
+            else "Review 50 misclassified or generated examples by hand for systematic errors."
+        ),
+        "success_criteria": [
+            "eval_loss falls below its value at the first evaluation",
+            "benchmark scores within 2 points of the base model (no catastrophic forgetting)"
+            if benchmarks
+            else "accuracy and macro-F1 above the majority-class baseline",
+            "contamination: no eval example above the overlap threshold",
+        ],
+    }

@@ -1,0 +1,120 @@
+"""From a spec file to the output object and the run folder: the library behind the CLI.
+
+Local paths in a spec (the dataset file, a model folder) are read relative to the spec file,
+and written into the run folder relative to that folder, so a run folder can move with its
+data and never holds an absolute path of the machine that generated it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import SpecError
+from .evaluation import evaluation_plan
+from .plan import Plan
+from .planner import Diagnostic, Planner
+from .render import render_files
+from .resources import Resources, estimate_resources
+from .spec import Spec, load_spec
+
+DATA_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet")
+
+
+@dataclass
+class Generated:
+    plan: Plan
+    resources: Resources
+    evaluation: dict[str, Any]
+    files: dict[str, str]
+    diagnostics: list[Diagnostic]
+
+    def output_object(self) -> dict[str, Any]:
+        """The contract's output object (section 3)."""
+        return {
+            "training_script": self.files["train.py"],
+            "config_files": {
+                name: text
+                for name, text in self.files.items()
+                if name.endswith((".yaml", ".json", ".sh", ".txt")) and name not in ("eval_plan.json", "resources.json")
+            },
+            "evaluation_plan": self.evaluation,
+            "estimated_resources": self.resources.to_dict(),
+            "plan": self.plan.public_dict(),
+        }
+
+
+def _localize(value: str, spec_dir: Path, *, is_dataset: bool) -> tuple[str, bool]:
+    """(absolute path, True) when ``value`` names a local file or folder, else (value, False)."""
+    expanded = Path(value).expanduser()
+    candidate = expanded if expanded.is_absolute() else spec_dir / expanded
+    if candidate.exists():
+        return str(candidate.resolve()), True
+    looks_local = value.startswith((".", "/", "~")) or (is_dataset and value.lower().endswith(DATA_SUFFIXES))
+    if looks_local:
+        field = "dataset.path" if is_dataset else "base_model"
+        raise SpecError(f"{field}: {value} not found (relative paths are read from {spec_dir})")
+    return value, False
+
+
+def _relative(path: str, out_dir: Path) -> str:
+    return Path(os.path.relpath(path, out_dir.resolve())).as_posix()
+
+
+def plan_file(
+    spec_path: str | Path, *, out_dir: str | Path | None = None, strict: bool = False
+) -> tuple[Plan, Planner, list[Diagnostic]]:
+    spec_path = Path(spec_path)
+    spec = load_spec(spec_path)
+    spec_dir = spec_path.resolve().parent
+    out = Path(out_dir) if out_dir is not None else Path.cwd()
+    dataset_path, data_local = _localize(spec.dataset.path, spec_dir, is_dataset=True)
+    model_path, model_local = _localize(spec.base_model, spec_dir, is_dataset=False)
+    resolved: Spec = spec.model_copy(
+        update={
+            "base_model": model_path,
+            "dataset": spec.dataset.model_copy(update={"path": dataset_path}),
+        }
+    )
+    planner = Planner(resolved, spec_name=spec_path.name, strict=strict)
+    plan, diagnostics = planner.plan()
+    # The run folder refers to local files relative to itself.
+    plan = plan.model_copy(
+        update={
+            "base_model": _relative(model_path, out) if model_local else plan.base_model,
+            "dataset": plan.dataset.model_copy(
+                update={"path": _relative(dataset_path, out) if data_local else plan.dataset.path}
+            ),
+        }
+    )
+    return plan, planner, diagnostics
+
+
+def generate(spec_path: str | Path, *, out_dir: str | Path | None = None, strict: bool = False) -> Generated:
+    plan, planner, diagnostics = plan_file(spec_path, out_dir=out_dir, strict=strict)
+    resources = estimate_resources(plan, planner.arch, planner.counts)
+    evaluation = evaluation_plan(plan)
+    files = render_files(plan, resources, evaluation)
+    return Generated(plan, resources, evaluation, files, diagnostics)
+
+
+def write_run_folder(files: dict[str, str], out_dir: str | Path, *, force: bool) -> list[Path]:
+    """Write the files; refuse a non-empty folder unless ``force`` (then only our files change)."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise SpecError(f"-o {out}: exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise SpecError(f"-o {out}: folder is not empty; pass --force to overwrite the generated files in it")
+    written = []
+    for name, text in files.items():
+        target = out / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temporary = target.with_name(target.name + ".tmp")
+        temporary.write_text(text, encoding="utf-8")
+        if name.endswith(".sh"):
+            temporary.chmod(0o755)
+        temporary.replace(target)  # atomic: a crash never leaves half a file
+        written.append(target)
+    return written

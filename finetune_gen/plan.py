@@ -1,0 +1,138 @@
+"""The resolved plan: every value the generated files use, decided once by the planner.
+
+``Plan`` is frozen and has no unset values; templates read only the plan. Its JSON form is the
+``plan`` object of the contract (section 3), extended with the reasons behind each decision.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Decision(_Frozen):
+    """One planner choice: the setting, its value and why (shown by `plan` and in config.yaml)."""
+
+    setting: str
+    value: Any
+    why: str
+    source: Literal["spec", "planner", "fallback"] = "planner"
+
+
+class Fallback(_Frozen):
+    """A step of the fallback ladder the planner applied because the run did not fit."""
+
+    action: str
+    setting: str
+    from_: Any = Field(alias="from")
+    to: Any
+    why: str
+    memory_before_gb: float
+    memory_after_gb: float
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+class LoraPlan(_Frozen):
+    r: int
+    alpha: int | float
+    dropout: float
+    target_modules: list[str] | str
+    use_dora: bool = False
+
+
+class QuantizationPlan(_Frozen):
+    """bitsandbytes loading: 4-bit NF4 with double quantization for QLoRA."""
+
+    bits: int
+    quant_type: str
+    double_quant: bool
+    compute_dtype: str
+    storage_dtype: str
+
+
+class DatasetPlan(_Frozen):
+    path: str
+    format: str
+    train_split: float
+    eval_split: float
+    columns: dict[str, str]
+    num_examples: int
+    avg_tokens_per_example: int
+    counted_from_file: bool
+
+
+class HardwarePlan(_Frozen):
+    gpus: int
+    nodes: int
+    vram_per_gpu_gb: float
+    usable_vram_gb: float
+    gpu_type: str
+    gpu_display: str
+    supports_bf16: bool
+    price_per_gpu_hour: float
+    price_source: str
+    assumed: bool
+
+
+class Plan(_Frozen):
+    generator_version: str
+    spec_name: str
+    base_model: str
+    model_source: str
+    model_type: str
+    trust_remote_code: bool
+    task_type: str
+    dataset: DatasetPlan
+    prompt_format: str
+    chat_template_family: str
+    method: str
+    quantization: QuantizationPlan | None
+    lora: LoraPlan | None
+    num_virtual_tokens: int | None
+    freeze_trainable_layers: int | None
+    distributed: str
+    cpu_offload: str
+    precision: str
+    micro_batch_size: int
+    gradient_accumulation_steps: int
+    effective_batch_size: int
+    gradient_checkpointing: bool
+    optimizer: str
+    learning_rate: float
+    lr_scheduler: str
+    warmup_ratio: float
+    weight_decay: float
+    max_grad_norm: float
+    epochs: float
+    max_seq_length: int
+    packing: bool
+    seed: int
+    save_total_limit: int
+    logging_steps: int
+    eval_steps: int
+    output_dir: str
+    decoder_layer_class: str
+    hardware: HardwarePlan
+    total_params: int
+    trainable_params: int
+    decisions: list[Decision]
+    fallbacks_applied: list[Fallback]
+    warnings: list[str]
+
+    @property
+    def world_size(self) -> int:
+        return self.hardware.gpus * self.hardware.nodes
+
+    @property
+    def is_peft(self) -> bool:
+        return self.method not in ("full", "freeze")
+
+    def public_dict(self) -> dict[str, Any]:
+        """The contract's ``plan`` object (JSON-safe, ``from`` spelled as in the contract)."""
+        return self.model_dump(mode="json", by_alias=True)

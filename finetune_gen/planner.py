@@ -1,0 +1,844 @@
+"""The planner: from a spec and the catalogs to a fully resolved, explained :class:`Plan`.
+
+Pure and deterministic: it prints nothing and exits nothing; it returns the plan and a list
+of diagnostics, or raises :class:`SpecError` / :class:`NoFitError` for the CLI to report.
+
+Order of work: resolve the model and the data; settle hyperparameters from the seed's guide;
+pick the method (when the spec leaves it open) as the best-quality one whose estimated peak
+fits the usable VRAM; then walk the seed's fallback ladder until the run fits, recording each
+step with the memory before and after.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from . import __version__
+from .architecture import Architecture
+from .catalog import GPU, ResolvedModel, get_gpu, guess_gpu, list_gpus, resolve_model
+from .data_stats import DatasetStats, is_local_file, read_stats, resolve_columns
+from .errors import NoFitError, SpecError
+from .estimate import TrainingShape, estimate_memory
+from .params import ParamCounts, count_params, resolve_target_modules, trainable_params
+from .prompts import FORMAT_OVERHEAD_TOKENS
+from .plan import (
+    DatasetPlan,
+    Decision,
+    Fallback,
+    HardwarePlan,
+    LoraPlan,
+    Plan,
+    QuantizationPlan,
+)
+from .spec import Spec
+
+# Usable share of a card's memory. The estimate is of max_memory_allocated plus the CUDA
+# context; PyTorch's caching allocator reserves 5-20% more than it hands out (ESTIMATION.md,
+# caveat 1), so the plan keeps 10% of the card free for it.
+USABLE_VRAM_FRACTION = 0.90
+# Quality order for automatic method choice (the issue and the seed: full > LoRA > QLoRA).
+AUTO_METHODS = ("full", "lora", "qlora")
+PEFT_METHODS = ("lora", "qlora", "dora", "ia3", "loha", "lokr", "prefix_tuning", "prompt_tuning")
+LORA_LIKE = ("lora", "qlora", "dora", "loha", "lokr")
+DEFAULT_SEQ_LEN = {"classification": 512}
+DEFAULT_SEQ_LEN_OTHER = 2048
+DEFAULT_NUM_EXAMPLES = 10_000
+DEFAULT_TOKENS_PER_EXAMPLE = 350
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    level: str  # "info" | "warning"
+    header: str
+    detail: str
+    path: str = ""
+
+
+@dataclass
+class _Draft:
+    """The mutable working state of one planning attempt."""
+
+    method: str
+    micro_batch: int
+    accumulation: int
+    gradient_checkpointing: bool
+    optimizer: str
+    distributed: str
+    cpu_offload: str
+    decisions: dict[str, Decision] = field(default_factory=dict)
+    fallbacks: list[Fallback] = field(default_factory=list)
+
+
+def _targets(lora: LoraPlan | None) -> tuple[str, ...] | str | None:
+    if lora is None:
+        return None
+    return lora.target_modules if isinstance(lora.target_modules, str) else tuple(lora.target_modules)
+
+
+def _usable(vram_gb: float) -> float:
+    return round(vram_gb * USABLE_VRAM_FRACTION, 2)
+
+
+class Planner:
+    """Plans one spec. Construct, then call :meth:`plan`; nothing is printed."""
+
+    def __init__(self, spec: Spec, *, spec_name: str = "spec.yaml", strict: bool = False):
+        self.spec = spec
+        self.spec_name = spec_name
+        self.strict = strict
+        self.tc = spec.training_config
+        self.diagnostics: list[Diagnostic] = []
+        self.warnings: list[str] = []
+        self.model: ResolvedModel = resolve_model(spec.base_model)
+        self.arch: Architecture = self.model.architecture
+        self.task = "sequence_classification" if spec.task_type.value == "classification" else "causal_lm"
+        self.columns = resolve_columns(spec.task_type.value, spec.dataset.format.value, spec.dataset.columns)
+        self.stats: DatasetStats | None = read_stats(
+            spec.dataset.path, spec.task_type.value, spec.dataset.format.value, self.columns
+        )
+        self.num_labels = 2
+        self.counts: ParamCounts = count_params(self.arch, task=self.task, num_labels=self.num_labels)
+
+    # ------------------------------------------------------------ helpers
+
+    def warn(self, header: str, detail: str = "", path: str = "") -> None:
+        self.warnings.append(header + (f": {detail}" if detail else ""))
+        self.diagnostics.append(Diagnostic("warning", header, detail, path))
+
+    def _decide(self, draft: _Draft, setting: str, value: Any, why: str, source: str = "planner") -> Any:
+        draft.decisions[setting] = Decision(setting=setting, value=value, why=why, source=source)
+        return value
+
+    # ------------------------------------------------------------ data
+
+    def dataset_plan(self) -> DatasetPlan:
+        ds = self.spec.dataset
+        if self.stats is not None:
+            if self.stats.problems:
+                raise SpecError(
+                    f"dataset.path: {ds.path} does not match format {ds.format.value!r}",
+                    problems=self.stats.problems[:10],
+                )
+            rows = self.stats.rows
+            tokens = self.stats.mean_tokens
+        else:
+            rows = ds.num_examples or DEFAULT_NUM_EXAMPLES
+            tokens = ds.avg_tokens_per_example or DEFAULT_TOKENS_PER_EXAMPLE
+            if not ds.num_examples:
+                self.warn(
+                    "dataset size unknown",
+                    f"{ds.path} is not a local file and dataset.num_examples is unset; "
+                    f"time and epochs assume {DEFAULT_NUM_EXAMPLES} rows",
+                    "dataset.num_examples",
+                )
+        if ds.eval_split > 0 and rows * ds.eval_split < 1:
+            self.warn("eval split rounds to zero rows", "train.py keeps 1 row for evaluation", "dataset.eval_split")
+        return DatasetPlan(
+            path=ds.path,
+            format=ds.format.value,
+            train_split=ds.train_split,
+            eval_split=ds.eval_split,
+            columns=self.columns,
+            num_examples=rows,
+            avg_tokens_per_example=tokens,
+            counted_from_file=self.stats is not None,
+        )
+
+    # ------------------------------------------------------------ hardware
+
+    def hardware_plan(self) -> HardwarePlan:
+        hw = self.spec.hardware
+        assert hw is not None
+        gpu: GPU | None = get_gpu(hw.gpu_type) if hw.gpu_type else None
+        if gpu is None and hw.vram_per_gpu is not None:
+            gpu = guess_gpu(hw.vram_per_gpu)
+        if gpu is None:
+            raise SpecError("hardware: give vram_per_gpu or gpu_type", problems=["hardware.vram_per_gpu: required"])
+        vram = hw.vram_per_gpu if hw.vram_per_gpu is not None else gpu.memory_gb
+        price = hw.price_per_gpu_hour if hw.price_per_gpu_hour is not None else gpu.price_usd_hour
+        source = "spec (hardware.price_per_gpu_hour)" if hw.price_per_gpu_hour is not None else gpu.price_source
+        return HardwarePlan(
+            gpus=hw.gpus,
+            nodes=hw.nodes,
+            vram_per_gpu_gb=vram,
+            usable_vram_gb=_usable(vram),
+            gpu_type=gpu.name,
+            gpu_display=gpu.display,
+            supports_bf16=gpu.supports_bf16,
+            price_per_gpu_hour=price,
+            price_source=source,
+            assumed=hw.gpu_type is None,
+        )
+
+    # ------------------------------------------------------------ memory
+
+    def trainable(self, method: str, lora: LoraPlan | None, virtual_tokens: int, freeze_layers: int) -> int:
+        return trainable_params(
+            self.arch,
+            method,
+            target_modules=lora.target_modules if lora else "all-linear",
+            r=lora.r if lora else 16,
+            num_virtual_tokens=virtual_tokens,
+            freeze_trainable_layers=freeze_layers,
+            task=self.task,
+            num_labels=self.num_labels,
+        )
+
+    def peak_gb(self, draft: _Draft, ctx: "_Context") -> float:
+        lora = ctx.lora_for(draft.method)
+        shape = TrainingShape(
+            method=draft.method,
+            trainable_params=self.trainable(draft.method, lora, ctx.virtual_tokens, ctx.freeze),
+            precision=ctx.precision,
+            micro_batch_size=draft.micro_batch,
+            seq_len=ctx.seq_len,
+            gradient_checkpointing=draft.gradient_checkpointing,
+            optimizer=draft.optimizer,
+            distributed=draft.distributed,
+            world_size=ctx.world_size,
+            gpus_per_node=ctx.gpus_per_node,
+            cpu_offload=draft.cpu_offload,
+            quant_bits=4 if draft.method == "qlora" else 16,
+            task=self.task,
+            num_virtual_tokens=ctx.virtual_tokens if draft.method in ("prefix_tuning", "prompt_tuning") else 0,
+            target_modules=_targets(lora),
+            lora_dropout=lora.dropout if lora else 0.0,
+            num_labels=self.num_labels,
+        )
+        return estimate_memory(self.arch, self.counts, shape).peak_gb
+
+    # ------------------------------------------------------------ the plan
+
+    def plan(self, hardware: HardwarePlan | None = None) -> tuple[Plan, list[Diagnostic]]:
+        if self.spec.hardware is None and hardware is None:
+            from .recommend import recommend_hardware  # circular: it plans candidate configs
+
+            hardware = recommend_hardware(self)
+        hw = hardware or self.hardware_plan()
+        data = self.dataset_plan()
+        ctx = _Context.build(self, hw, data)
+        draft = self.choose_method(ctx)
+        return self.finish(ctx, draft, data), self.diagnostics
+
+    def choose_method(self, ctx: "_Context") -> _Draft:
+        tc = self.tc
+        if tc.method is not None:
+            draft = ctx.initial_draft(tc.method, source="spec")
+            self._decide(draft, "method", tc.method, "set in the spec", "spec")
+            return self.fit(draft, ctx)
+        tried = []
+        for method in AUTO_METHODS:
+            draft = ctx.initial_draft(method, source="planner")
+            fitted = self.fit(draft, ctx, allow_method_switch=False, allow_offload=False, quiet=True)
+            peak = self.peak_gb(fitted, ctx)
+            tried.append(f"{method} {peak:.1f} GB")
+            if peak <= ctx.usable:
+                why = (
+                    f"the best-quality method whose estimated peak ({peak:.1f} GB) fits the usable "
+                    f"{ctx.usable:.1f} GB per GPU (tried in order: {', '.join(tried)})"
+                )
+                self._decide(fitted, "method", method, why)
+                return fitted
+        draft = ctx.initial_draft("qlora", source="planner")
+        fitted = self.fit(draft, ctx, allow_method_switch=False, allow_offload=True)
+        self._decide(fitted, "method", "qlora", f"nothing fits without CPU offload (tried {', '.join(tried)})")
+        return fitted
+
+    def fit(
+        self,
+        draft: _Draft,
+        ctx: "_Context",
+        *,
+        allow_method_switch: bool = True,
+        allow_offload: bool = True,
+        quiet: bool = False,
+    ) -> _Draft:
+        """Walk the seed's fallback ladder until the estimated peak fits the usable VRAM."""
+        draft = replace(draft, decisions=dict(draft.decisions), fallbacks=list(draft.fallbacks))
+        if ctx.world_size > 1 and self.tc.distributed == "auto":
+            draft = self.choose_distributed(draft, ctx)
+
+        def step(action: str, setting: str, old: Any, new: Any, why: str, apply) -> None:
+            before = self.peak_gb(draft, ctx)
+            apply()
+            after = self.peak_gb(draft, ctx)
+            draft.fallbacks.append(
+                Fallback(
+                    action=action,
+                    setting=setting,
+                    **{"from": old},
+                    to=new,
+                    why=why,
+                    memory_before_gb=round(before, 2),
+                    memory_after_gb=round(after, 2),
+                )
+            )
+
+        # 1. reduce_batch_size: halve the micro-batch, double accumulation (same effective batch).
+        while self.peak_gb(draft, ctx) > ctx.usable and draft.micro_batch > 1:
+            old = draft.micro_batch
+            new = max(1, old // 2)
+
+            def halve(new=new, old=old):
+                draft.accumulation = draft.accumulation * old // new
+                draft.micro_batch = new
+
+            step(
+                "reduce_batch_size",
+                "micro_batch_size",
+                old,
+                new,
+                f"micro-batch {old} does not fit; gradient accumulation rises to keep the effective batch",
+                halve,
+            )
+        # 2. enable_gradient_checkpointing (the seed: saves ~40% VRAM).
+        if self.peak_gb(draft, ctx) > ctx.usable and not draft.gradient_checkpointing:
+            step(
+                "enable_gradient_checkpointing",
+                "gradient_checkpointing",
+                False,
+                True,
+                "activations do not fit; recompute them in the backward pass (about 1/3 more compute)",
+                lambda: setattr(draft, "gradient_checkpointing", True),
+            )
+        # 3. switch_to_qlora (the seed: saves ~50% VRAM).
+        if allow_method_switch and self.peak_gb(draft, ctx) > ctx.usable and draft.method in ("full", "lora", "dora", "freeze"):
+            old_method = draft.method
+
+            def to_qlora():
+                draft.method = "qlora"
+                draft.optimizer = "paged_adamw_8bit"
+                if draft.distributed == "deepspeed_zero3" or draft.distributed == "fsdp":
+                    pass  # 4-bit storage dtype is set to bf16 for sharding (see quantization plan)
+
+            step(
+                "switch_to_qlora",
+                "method",
+                old_method,
+                "qlora",
+                f"{old_method} does not fit even at micro-batch 1 with checkpointing; a 4-bit base model does",
+                to_qlora,
+            )
+        # 4. use_deepspeed_offload (the seed: saves ~60% VRAM).
+        if allow_offload and self.peak_gb(draft, ctx) > ctx.usable and draft.cpu_offload == "none":
+            old_dist = draft.distributed
+
+            def offload():
+                draft.cpu_offload = "optimizer"
+                if draft.distributed in ("none", "ddp"):
+                    # Offload is a DeepSpeed ZeRO feature; ZeRO-2 with offload works with one GPU too.
+                    draft.distributed = "deepspeed_zero2" if draft.method != "full" else "deepspeed_zero3"
+
+            step(
+                "use_deepspeed_offload",
+                "cpu_offload",
+                f"none ({old_dist})",
+                "optimizer",
+                "still does not fit; optimizer states move to CPU RAM (slower steps)",
+                offload,
+            )
+            if self.peak_gb(draft, ctx) > ctx.usable and draft.distributed in ("deepspeed_zero3", "fsdp"):
+                step(
+                    "use_deepspeed_offload",
+                    "cpu_offload",
+                    "optimizer",
+                    "all",
+                    "still does not fit; parameters move to CPU RAM too",
+                    lambda: setattr(draft, "cpu_offload", "all"),
+                )
+        if not quiet:
+            self.check_user_values(draft)
+        return draft
+
+    def choose_distributed(self, draft: _Draft, ctx: "_Context") -> _Draft:
+        """DDP if a full replica fits; else ZeRO-2 (shards optimizer + grads); else ZeRO-3 / FSDP."""
+        options = ["ddp", "deepspeed_zero2", "deepspeed_zero3"]
+        peaks = []
+        for option in options:
+            draft.distributed = option
+            peak = self.peak_gb(draft, ctx)
+            peaks.append(f"{option} {peak:.1f} GB")
+            if peak <= ctx.usable:
+                break
+        self._decide(
+            draft,
+            "distributed",
+            draft.distributed,
+            f"{ctx.world_size} GPUs: the first of DDP, ZeRO-2, ZeRO-3 whose per-GPU peak fits ({', '.join(peaks)})",
+        )
+        return draft
+
+    def check_user_values(self, draft: _Draft) -> None:
+        """Fallbacks that changed a value set in the spec are reported loudly, or refused with --strict."""
+        spec_set = {
+            "micro_batch_size": self.tc.batch_size,
+            "gradient_checkpointing": self.tc.gradient_checkpointing,
+            "method": self.tc.method,
+            "cpu_offload": self.tc.cpu_offload,
+        }
+        for fallback in draft.fallbacks:
+            if spec_set.get(fallback.setting) is None:
+                continue
+            message = (
+                f"training_config.{fallback.setting if fallback.setting != 'micro_batch_size' else 'batch_size'} "
+                f"changed from {fallback.from_} to {fallback.to} ({fallback.action}): {fallback.why}; "
+                f"estimated peak {fallback.memory_before_gb} -> {fallback.memory_after_gb} GB"
+            )
+            if self.strict:
+                raise NoFitError(f"--strict: the spec's values do not fit; {message}")
+            self.warn("spec value changed by a fallback", message, f"training_config.{fallback.setting}")
+
+    def finish(self, ctx: "_Context", draft: _Draft, data: DatasetPlan) -> Plan:
+        peak = self.peak_gb(draft, ctx)
+        if peak > ctx.usable:
+            raise NoFitError(self.no_fit_message(ctx, draft, peak))
+        lora = ctx.lora_for(draft.method)
+        trainable = self.trainable(draft.method, lora, ctx.virtual_tokens, ctx.freeze)
+        quant = None
+        if draft.method == "qlora":
+            sharded = draft.distributed in ("deepspeed_zero3", "fsdp")
+            compute = "bfloat16" if ctx.precision == "bf16" else "float16"
+            quant = QuantizationPlan(
+                bits=4,
+                quant_type="nf4",
+                double_quant=True,
+                compute_dtype=compute,
+                # ZeRO-3/FSDP can only shard the packed 4-bit weights stored as a float dtype.
+                storage_dtype=compute if sharded else "uint8",
+            )
+        world = ctx.world_size
+        effective = draft.micro_batch * draft.accumulation * world
+        train_rows = max(1, round(data.num_examples * data.train_split))
+        steps_per_epoch = max(1, math.ceil(train_rows / effective))
+        total_steps = max(1, math.ceil(steps_per_epoch * ctx.epochs))
+        eval_steps = max(1, min(500, math.ceil(total_steps / 10)))
+        logging_steps = max(1, min(10, math.ceil(total_steps / 50)))
+        if ctx.packing and data.eval_split > 0 and data.num_examples * data.eval_split < 10:
+            self.warn(
+                "packing with a tiny eval split",
+                "fewer than 10 evaluation rows pack into one or two sequences; eval_loss will be noisy",
+                "dataset.eval_split",
+            )
+        decisions = dict(ctx.decisions)
+        decisions.update(draft.decisions)
+        self._decide_final(decisions, draft, ctx, effective)
+        return Plan(
+            generator_version=__version__,
+            spec_name=self.spec_name,
+            base_model=self.spec.base_model,
+            model_source=self.model.source,
+            model_type=self.arch.model_type,
+            trust_remote_code=self.spec.trust_remote_code,
+            task_type=self.spec.task_type.value,
+            dataset=data,
+            prompt_format=ctx.prompt_format,
+            chat_template_family=self.arch.chat_template_family,
+            method=draft.method,
+            quantization=quant,
+            lora=lora,
+            num_virtual_tokens=ctx.virtual_tokens if draft.method in ("prefix_tuning", "prompt_tuning") else None,
+            freeze_trainable_layers=ctx.freeze if draft.method == "freeze" else None,
+            distributed=draft.distributed,
+            cpu_offload=draft.cpu_offload,
+            precision=ctx.precision,
+            micro_batch_size=draft.micro_batch,
+            gradient_accumulation_steps=draft.accumulation,
+            effective_batch_size=effective,
+            gradient_checkpointing=draft.gradient_checkpointing,
+            optimizer=draft.optimizer,
+            learning_rate=ctx.learning_rate_for(draft.method),
+            lr_scheduler=ctx.lr_scheduler,
+            warmup_ratio=ctx.warmup_ratio,
+            weight_decay=ctx.weight_decay_for(draft.method),
+            max_grad_norm=ctx.max_grad_norm,
+            epochs=ctx.epochs,
+            max_seq_length=ctx.seq_len,
+            packing=ctx.packing,
+            seed=self.tc.seed,
+            save_total_limit=ctx.save_total_limit,
+            logging_steps=logging_steps,
+            eval_steps=eval_steps,
+            output_dir=self.spec.output_dir,
+            decoder_layer_class=self.arch.decoder_layer_class,
+            hardware=ctx.hardware,
+            total_params=self.counts.total,
+            trainable_params=trainable,
+            decisions=sorted(decisions.values(), key=lambda d: d.setting),
+            fallbacks_applied=draft.fallbacks,
+            warnings=list(self.warnings),
+        )
+
+    def _decide_final(self, decisions: dict[str, Decision], draft: _Draft, ctx: "_Context", effective: int) -> None:
+        def put(setting: str, value: Any, why: str, source: str = "planner") -> None:
+            if setting not in decisions:
+                decisions[setting] = Decision(setting=setting, value=value, why=why, source=source)
+
+        fell_back = {f.setting for f in draft.fallbacks}
+        put(
+            "micro_batch_size",
+            draft.micro_batch,
+            "fallback: halved until the run fits" if "micro_batch_size" in fell_back else ctx.batch_why,
+            "fallback" if "micro_batch_size" in fell_back else ctx.batch_source,
+        )
+        put(
+            "gradient_accumulation_steps",
+            draft.accumulation,
+            f"keeps the effective batch at {effective} sequences per optimizer step",
+        )
+        put(
+            "gradient_checkpointing",
+            draft.gradient_checkpointing,
+            "fallback: activations did not fit"
+            if "gradient_checkpointing" in fell_back
+            else ctx.gc_why,
+            "fallback" if "gradient_checkpointing" in fell_back else ctx.gc_source,
+        )
+        put("optimizer", draft.optimizer, ctx.optimizer_why(draft.method), ctx.optimizer_source)
+        put("distributed", draft.distributed, "one GPU: no distribution" if ctx.world_size == 1 else "set in the spec")
+        put(
+            "cpu_offload",
+            draft.cpu_offload,
+            "fallback: nothing else fits" if "cpu_offload" in fell_back else "not needed: the run fits on the GPU",
+        )
+        put("learning_rate", ctx.learning_rate_for(draft.method), ctx.lr_why(draft.method), ctx.lr_source)
+
+    def no_fit_message(self, ctx: "_Context", draft: _Draft, peak: float) -> str:
+        from .recommend import smallest_fitting_hardware
+
+        lines = [
+            f"No plan fits {ctx.world_size} x {ctx.hardware.vram_per_gpu_gb:g} GB: even with "
+            f"{draft.method}, micro-batch {draft.micro_batch}, gradient checkpointing and "
+            f"CPU offload '{draft.cpu_offload}', the estimated peak is {peak:.1f} GB per GPU "
+            f"(usable: {ctx.usable:.1f} GB)."
+        ]
+        suggestion = smallest_fitting_hardware(self, draft.method)
+        if suggestion:
+            lines.append(f"What would fit: {suggestion}.")
+        if ctx.seq_len > 512:
+            lines.append(f"Or shorten training_config.max_seq_length (now {ctx.seq_len}).")
+        return " ".join(lines)
+
+
+@dataclass
+class _Context:
+    """Values settled before method selection: hardware, precision, data-driven hyperparameters."""
+
+    planner: Planner
+    hardware: HardwarePlan
+    precision: str
+    seq_len: int
+    epochs: float
+    packing: bool
+    prompt_format: str
+    target_effective_batch: int
+    virtual_tokens: int
+    freeze: int
+    lr_scheduler: str
+    warmup_ratio: float
+    max_grad_norm: float
+    save_total_limit: int
+    decisions: dict[str, Decision]
+    batch_why: str = ""
+    batch_source: str = "planner"
+    gc_why: str = ""
+    gc_source: str = "planner"
+    optimizer_source: str = "planner"
+    lr_source: str = "planner"
+
+    @property
+    def world_size(self) -> int:
+        return self.hardware.gpus * self.hardware.nodes
+
+    @property
+    def gpus_per_node(self) -> int:
+        return self.hardware.gpus
+
+    @property
+    def usable(self) -> float:
+        return self.hardware.usable_vram_gb
+
+    @classmethod
+    def build(cls, planner: Planner, hw: HardwarePlan, data: DatasetPlan) -> "_Context":
+        spec, tc, arch = planner.spec, planner.tc, planner.arch
+        decisions: dict[str, Decision] = {}
+
+        def put(setting: str, value: Any, why: str, source: str = "planner") -> Any:
+            decisions[setting] = Decision(setting=setting, value=value, why=why, source=source)
+            return value
+
+        task = spec.task_type.value
+        # Precision: bf16 on Ampere and newer; fp16 with loss scaling on T4/V100.
+        if tc.precision is not None:
+            if tc.precision == "bf16" and not hw.supports_bf16:
+                raise SpecError(
+                    f"training_config.precision: bf16 is not supported on {hw.gpu_display} (pre-Ampere)",
+                    problems=["training_config.precision: use fp16 (with loss scaling) or a GPU with bf16 support"],
+                )
+            precision = put("precision", tc.precision, "set in the spec", "spec")
+        elif hw.supports_bf16:
+            precision = put("precision", "bf16", f"{hw.gpu_display} supports bf16: fp32 range, no loss scaling")
+        else:
+            precision = put(
+                "precision",
+                "fp16",
+                f"{hw.gpu_display} has no bf16; fp16 with dynamic loss scaling (watch for NaN losses)",
+            )
+        if precision == "fp16" and hw.gpu_type.startswith("v100"):
+            planner.warn(
+                "fp16 on V100 is prone to overflow",
+                "if the loss turns NaN, lower the learning rate 10x (the seed's instability ladder)",
+                "training_config.precision",
+            )
+        # Prompt format: the model's chat template when it has one.
+        if task == "chat":
+            prompt_format = "chat_template" if arch.has_chat_template else "chatml_default"
+        elif task == "instruction":
+            prompt_format = "chat_template" if arch.has_chat_template else "alpaca"
+        else:
+            prompt_format = "none"
+        put(
+            "prompt_format",
+            prompt_format,
+            {
+                "chat_template": "the tokenizer ships a chat template: train in the format used at inference",
+                "chatml_default": "the model has no chat template: ChatML with new special tokens",
+                "alpaca": "a base model without a chat template: the Alpaca prompt, no new tokens",
+                "none": f"{task} does not use prompts",
+            }[prompt_format],
+        )
+        # Sequence length: a high percentile of the data when at hand, capped by the context.
+        context = arch.max_position_embeddings
+        if tc.max_seq_length is not None:
+            if tc.max_seq_length > context:
+                raise SpecError(
+                    "training_config.max_seq_length exceeds the model's context",
+                    problems=[
+                        f"training_config.max_seq_length: {tc.max_seq_length} > {context} "
+                        f"(max_position_embeddings of {spec.base_model})"
+                    ],
+                )
+            seq_len = put("max_seq_length", tc.max_seq_length, "set in the spec", "spec")
+        elif planner.stats is not None and task != "generation":
+            p99 = planner.stats.percentile_tokens(0.99)
+            overhead = FORMAT_OVERHEAD_TOKENS[prompt_format]
+            rounded = min(context, max(128, int(math.ceil((p99 + overhead) * 1.1 / 64) * 64)))
+            seq_len = put(
+                "max_seq_length",
+                rounded,
+                f"99th percentile of the data's estimated lengths ({p99} tokens, ~4 chars/token) "
+                f"+ {overhead} for the prompt format, + 10%, rounded up to 64, capped at the "
+                f"model's {context}-token context",
+            )
+        else:
+            default = min(context, DEFAULT_SEQ_LEN.get(task, DEFAULT_SEQ_LEN_OTHER))
+            seq_len = put(
+                "max_seq_length",
+                default,
+                ("packed block length" if task == "generation" else "the data is not at hand")
+                + f": a {default}-token default, capped at the model's context",
+            )
+        # Epochs by dataset size (the seed: 10K-100K sweet spot, diminishing past 500K).
+        n = data.num_examples
+        if tc.epochs is not None:
+            epochs = put("epochs", tc.epochs, "set in the spec", "spec")
+        elif n < 1_000:
+            epochs = put("epochs", 5, f"{n} rows is small: more passes, early stopping guards overfitting")
+        elif n <= 100_000:
+            epochs = put("epochs", 3, f"{n} rows: 3 passes, the common choice in the seed's 10K-100K range")
+        elif n <= 500_000:
+            epochs = put("epochs", 2, f"{n} rows: past 100K, fewer passes are enough")
+        else:
+            epochs = put("epochs", 1, f"{n} rows: past 500K returns diminish; one pass")
+        # Packing only for raw-text generation, where sequences have no turn structure.
+        if tc.packing is not None:
+            packing = tc.packing
+            if packing and task != "generation":
+                planner.warn(
+                    "packing is only implemented for task_type generation",
+                    f"{task} examples are padded per batch instead",
+                    "training_config.packing",
+                )
+                packing = False
+            put("packing", packing, "set in the spec", "spec")
+        else:
+            packing = put(
+                "packing",
+                task == "generation",
+                "raw text is concatenated into full blocks (no padding waste)"
+                if task == "generation"
+                else "examples are padded per batch so prompt masking stays exact",
+            )
+        # Effective batch: sequences per optimizer step.
+        if tc.batch_size is not None and tc.gradient_accumulation_steps is not None:
+            target = tc.batch_size * tc.gradient_accumulation_steps * hw.gpus * hw.nodes
+        elif n < 2_000:
+            target = 16
+        elif n <= 100_000:
+            target = 32
+        else:
+            target = 64
+        ctx = cls(
+            planner=planner,
+            hardware=hw,
+            precision=precision,
+            seq_len=seq_len,
+            epochs=epochs,
+            packing=packing,
+            prompt_format=prompt_format,
+            target_effective_batch=target,
+            virtual_tokens=tc.num_virtual_tokens or 20,
+            freeze=tc.freeze_trainable_layers or max(1, arch.num_layers // 4),
+            lr_scheduler=tc.lr_scheduler or "cosine",
+            warmup_ratio=tc.warmup_ratio if tc.warmup_ratio is not None else 0.03,
+            max_grad_norm=tc.max_grad_norm or 1.0,
+            save_total_limit=tc.save_total_limit or 2,
+            decisions=decisions,
+        )
+        put("lr_scheduler", ctx.lr_scheduler, "set in the spec" if tc.lr_scheduler else "cosine decay after warmup")
+        put(
+            "warmup_ratio",
+            ctx.warmup_ratio,
+            "set in the spec" if tc.warmup_ratio is not None else "3% of steps (the seed's instability ladder)",
+        )
+        put(
+            "max_grad_norm",
+            ctx.max_grad_norm,
+            "set in the spec" if tc.max_grad_norm else "gradient clipping at 1.0 (the seed)",
+        )
+        return ctx
+
+    # -------------------------------------------------------- per-method values
+
+    def lora_for(self, method: str) -> LoraPlan | None:
+        if method not in LORA_LIKE:
+            return None
+        planner, spec_lora = self.planner, self.planner.tc.lora
+        n = planner.stats.rows if planner.stats else (planner.spec.dataset.num_examples or DEFAULT_NUM_EXAMPLES)
+        task = planner.spec.task_type.value
+        if spec_lora and spec_lora.r:
+            r, r_why = spec_lora.r, "set in the spec"
+        elif task == "classification":
+            r, r_why = 8, "a simple single-domain task: rank 4-8 (the seed's guide)"
+        elif task == "generation":
+            r, r_why = 64, "domain adaptation on raw text is a large change: rank 64 (the seed: 64-128)"
+        elif n > 100_000:
+            r, r_why = 32, f"general instruction tuning on {n} rows: the top of the 16-32 range"
+        else:
+            r, r_why = 16, "general instruction tuning: rank 16, the seed's recommended start"
+        alpha = spec_lora.alpha if spec_lora and spec_lora.alpha else 2 * r
+        if spec_lora and spec_lora.dropout is not None:
+            dropout = spec_lora.dropout
+        else:
+            dropout = 0.05 if n < 10_000 else 0.0
+        if spec_lora and spec_lora.target_modules is not None:
+            targets = resolve_target_modules(planner.arch, spec_lora.target_modules)
+            t_why = "set in the spec"
+        elif method == "qlora":
+            targets, t_why = "all-linear", "QLoRA adapts every linear layer to match 16-bit quality (QLoRA paper)"
+        else:
+            targets = resolve_target_modules(planner.arch, "recommended")
+            t_why = "the attention projections (the seed's recommended set)"
+        self.decisions.setdefault("lora.r", Decision(setting="lora.r", value=r, why=r_why))
+        self.decisions.setdefault(
+            "lora.alpha", Decision(setting="lora.alpha", value=alpha, why="alpha = 2 x rank (the seed)")
+        )
+        self.decisions.setdefault(
+            "lora.dropout",
+            Decision(
+                setting="lora.dropout",
+                value=dropout,
+                why="light regularization for under 10K rows" if dropout else "no dropout, the most common choice",
+            ),
+        )
+        self.decisions.setdefault(
+            "lora.target_modules", Decision(setting="lora.target_modules", value=targets, why=t_why)
+        )
+        return LoraPlan(r=r, alpha=alpha, dropout=dropout, target_modules=targets, use_dora=method == "dora")
+
+    def learning_rate_for(self, method: str) -> float:
+        if self.planner.tc.learning_rate is not None:
+            self.lr_source = "spec"
+            return self.planner.tc.learning_rate
+        billions = self.planner.counts.total / 1e9
+        if method in ("full", "freeze"):
+            return 5e-5 if billions < 1 else 2e-5 if billions <= 13 else 1e-5
+        if method == "prompt_tuning":
+            return 3e-2
+        if method == "prefix_tuning":
+            return 1e-2
+        if method == "ia3":
+            return 3e-3
+        return 2e-4 if billions < 20 else 1e-4
+
+    def lr_why(self, method: str) -> str:
+        if self.planner.tc.learning_rate is not None:
+            return "set in the spec"
+        return {
+            "full": "full fine-tuning: 1e-5 to 5e-5, lower for bigger models",
+            "freeze": "partial fine-tuning: as for full fine-tuning",
+            "prompt_tuning": "prompt tuning trains few parameters and needs a high rate (PEFT examples: 3e-2)",
+            "prefix_tuning": "prefix tuning: 1e-2 (PEFT examples)",
+            "ia3": "IA3: 3e-3 (the IA3 paper)",
+        }.get(method, "LoRA-style adapters: 2e-4, 1e-4 above 20B parameters (QLoRA paper)")
+
+    def weight_decay_for(self, method: str) -> float:
+        if self.planner.tc.weight_decay is not None:
+            return self.planner.tc.weight_decay
+        return 0.01 if method in ("full", "freeze") else 0.0
+
+    def optimizer_why(self, method: str) -> str:
+        if self.planner.tc.optimizer is not None:
+            return "set in the spec"
+        if method == "qlora":
+            return "paged 8-bit AdamW absorbs memory spikes (QLoRA paper)"
+        return "fused AdamW: the fastest exact AdamW in PyTorch"
+
+    def default_optimizer(self, method: str) -> str:
+        if self.planner.tc.optimizer is not None:
+            self.optimizer_source = "spec"
+            return self.planner.tc.optimizer
+        if method == "qlora":
+            return "paged_adamw_8bit"
+        return "adamw_torch_fused"
+
+    def initial_draft(self, method: str, *, source: str) -> _Draft:
+        tc = self.planner.tc
+        world = self.world_size
+        if tc.batch_size is not None:
+            micro = tc.batch_size
+            self.batch_why, self.batch_source = "set in the spec", "spec"
+        else:
+            micro = max(1, min(8, self.target_effective_batch // world))
+            self.batch_why = f"the largest of 8, 4, 2, 1 that fits, toward an effective batch of {self.target_effective_batch}"
+        if tc.gradient_accumulation_steps is not None:
+            accumulation = tc.gradient_accumulation_steps
+        else:
+            accumulation = max(1, self.target_effective_batch // (micro * world))
+        if tc.gradient_checkpointing is not None:
+            gc = tc.gradient_checkpointing
+            self.gc_why, self.gc_source = "set in the spec", "spec"
+        else:
+            gc = method == "qlora"
+            self.gc_why = (
+                "QLoRA runs with checkpointing (QLoRA paper)" if gc else "not needed: activations fit without it"
+            )
+        distributed = tc.distributed if tc.distributed != "auto" else ("none" if world == 1 else "ddp")
+        if tc.distributed not in ("auto", "none") and world == 1 and tc.distributed == "ddp":
+            distributed = "none"
+        return _Draft(
+            method=method,
+            micro_batch=micro,
+            accumulation=accumulation,
+            gradient_checkpointing=gc,
+            optimizer=self.default_optimizer(method),
+            distributed=distributed,
+            cpu_offload=tc.cpu_offload or "none",
+        )
+
+
+def plan_spec(spec: Spec, *, spec_name: str = "spec.yaml", strict: bool = False) -> tuple[Plan, list[Diagnostic]]:
+    """Plan a spec: the public entry point."""
+    return Planner(spec, spec_name=spec_name, strict=strict).plan()

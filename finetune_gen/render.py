@@ -1,0 +1,277 @@
+"""Render a plan into the files of a run folder: Jinja templates, then black for Python.
+
+Templates only present the plan. What they need beyond the plan's own fields (TrainingArguments
+keyword arguments, import lines, PEFT config keywords) is computed here, in :func:`build_view`,
+from the plan alone.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from . import __version__
+from .plan import Plan
+from .prompts import ALPACA_PROMPT, DEFAULT_CHAT_TEMPLATE
+from .resources import Resources
+
+METHOD_TITLES = {
+    "full": "full fine-tuning",
+    "freeze": "partial fine-tuning (top layers only)",
+    "lora": "LoRA",
+    "qlora": "QLoRA (4-bit NF4 base + LoRA)",
+    "dora": "DoRA (weight-decomposed LoRA)",
+    "ia3": "IA3",
+    "loha": "LoHa",
+    "lokr": "LoKr",
+    "prefix_tuning": "prefix tuning",
+    "prompt_tuning": "prompt tuning",
+}
+PEFT_CONFIG_CLASSES = {
+    "lora": "LoraConfig",
+    "qlora": "LoraConfig",
+    "dora": "LoraConfig",
+    "ia3": "IA3Config",
+    "loha": "LoHaConfig",
+    "lokr": "LoKrConfig",
+    "prefix_tuning": "PrefixTuningConfig",
+    "prompt_tuning": "PromptTuningConfig",
+}
+
+
+def templates_dir() -> Path:
+    """Templates ship inside the wheel as finetune_gen/templates; in a checkout they sit at the top."""
+    packaged = Path(__file__).parent / "templates"
+    return packaged if packaged.is_dir() else Path(__file__).parent.parent / "templates"
+
+
+def py_literal(value: Any) -> str:
+    """A Python literal for a plan value: strings from the spec can never become code."""
+    if isinstance(value, (str, bool, int, float)) or value is None:
+        return repr(value)
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{py_literal(k)}: {py_literal(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(py_literal(v) for v in value) + "]"
+    raise TypeError(f"no Python literal for {type(value).__name__}")
+
+
+def yaml_scalar(value: Any) -> str:
+    """A YAML scalar (JSON is valid YAML): quoted strings, lowercase booleans, null."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def shell_quote(value: Any) -> str:
+    text = str(value)
+    return "'" + text.replace("'", "'\"'\"'") + "'"
+
+
+@lru_cache(maxsize=1)
+def environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(templates_dir())),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+    env.filters.update(py=py_literal, yaml=yaml_scalar, sh=shell_quote, json=lambda v: json.dumps(v))
+    env.globals.update(version=__version__)
+    return env
+
+
+@dataclass
+class View:
+    """Presentation values derived from the plan (no decisions are made here)."""
+
+    task_kind: str
+    method_kind: str
+    method_title: str
+    artifact: str
+    auto_model_class: str
+    imports: list[str]
+    features: list[str]
+    training_args: dict[str, Any]
+    peft_config_class: str = ""
+    peft_kwargs: dict[str, Any] = field(default_factory=dict)
+    bnb_kwargs: dict[str, Any] = field(default_factory=dict)
+    alpaca_prompt: str = ALPACA_PROMPT
+    default_chat_template: str = DEFAULT_CHAT_TEMPLATE
+
+
+def _task_kind(plan: Plan) -> str:
+    return {"instruction": "sft", "chat": "sft"}.get(plan.task_type, plan.task_type)
+
+
+def training_arguments(plan: Plan) -> dict[str, Any]:
+    """TrainingArguments keywords (transformers 5 names: eval_strategy, warmup_steps as a ratio)."""
+    args: dict[str, Any] = {
+        "num_train_epochs": plan.epochs,
+        "per_device_train_batch_size": plan.micro_batch_size,
+        "per_device_eval_batch_size": plan.micro_batch_size,
+        "gradient_accumulation_steps": plan.gradient_accumulation_steps,
+        "learning_rate": plan.learning_rate,
+        "lr_scheduler_type": plan.lr_scheduler,
+        "warmup_steps": plan.warmup_ratio,  # a float below 1 is a fraction of all steps
+        "weight_decay": plan.weight_decay,
+        "max_grad_norm": plan.max_grad_norm,
+        "optim": plan.optimizer,
+        "gradient_checkpointing": plan.gradient_checkpointing,
+        "gradient_checkpointing_kwargs": {"use_reentrant": False},
+        "logging_steps": plan.logging_steps,
+        "eval_strategy": "steps",
+        "eval_steps": plan.eval_steps,
+        "save_strategy": "steps",
+        "save_steps": plan.eval_steps,
+        "save_total_limit": plan.save_total_limit,
+        "load_best_model_at_end": True,
+        "metric_for_best_model": "eval_loss",
+        "seed": plan.seed,
+    }
+    if plan.world_size > 1:
+        # Frozen base weights never get gradients; DDP must not wait for them.
+        args["ddp_find_unused_parameters"] = False
+    if plan.distributed.startswith("deepspeed"):
+        args["deepspeed"] = f"ds_{plan.distributed.removeprefix('deepspeed_')}.json"
+    return args
+
+
+def peft_arguments(plan: Plan) -> dict[str, Any]:
+    task = "SEQ_CLS" if plan.task_type == "classification" else "CAUSAL_LM"
+    if plan.lora is not None:
+        kwargs: dict[str, Any] = {
+            "r": plan.lora.r,
+            "lora_alpha": plan.lora.alpha,
+            "lora_dropout": plan.lora.dropout,
+            "target_modules": plan.lora.target_modules,
+            "bias": "none",
+            "task_type": task,
+        }
+        if plan.lora.use_dora:
+            kwargs["use_dora"] = True
+        return kwargs
+    return {"task_type": task}
+
+
+def build_view(plan: Plan) -> View:
+    task_kind = _task_kind(plan)
+    auto_model = (
+        "AutoModelForSequenceClassification" if plan.task_type == "classification" else "AutoModelForCausalLM"
+    )
+    transformers_names = [auto_model, "AutoTokenizer", "Trainer", "TrainerCallback", "TrainingArguments"]
+    imports = []
+    if plan.is_peft:
+        peft_names = {PEFT_CONFIG_CLASSES[plan.method], "get_peft_model"}
+        if plan.quantization:
+            peft_names.add("prepare_model_for_kbit_training")
+            transformers_names.append("BitsAndBytesConfig")
+        imports.append(f"from peft import {', '.join(sorted(peft_names))}")
+    imports.append(f"from transformers import {', '.join(sorted(transformers_names))}")
+    if plan.prompt_format in ("chat_template", "chatml_default"):
+        imports.insert(0, "from jinja2 import TemplateError")
+
+    loss_on = {
+        "instruction": "the response tokens only (the prompt is masked)",
+        "chat": "assistant turns only (system and user turns are masked)",
+        "classification": "the label (a sequence-classification head)",
+        "generation": "every token of the packed raw text",
+    }[plan.task_type]
+    features = [
+        f"loads {plan.base_model} with {METHOD_TITLES[plan.method]}",
+        f"reads {plan.dataset.path} ({plan.dataset.format}); "
+        f"{plan.dataset.train_split:g} for training, {plan.dataset.eval_split:g} held out for evaluation",
+        f"computes the loss on {loss_on}",
+        f"micro-batch {plan.micro_batch_size} x {plan.gradient_accumulation_steps} accumulation steps"
+        f" x {plan.world_size} GPU(s) = {plan.effective_batch_size} sequences per optimizer step",
+        f"saves checkpoints every {plan.eval_steps} steps (the newest {plan.save_total_limit} kept)"
+        ", then the result, the tokenizer and the metrics",
+    ]
+    method_kind = "peft" if plan.is_peft else "full"
+    view = View(
+        task_kind=task_kind,
+        method_kind=method_kind,
+        method_title=METHOD_TITLES[plan.method],
+        artifact="adapter" if plan.is_peft else "model",
+        auto_model_class=auto_model,
+        imports=imports,
+        features=features,
+        training_args=training_arguments(plan),
+    )
+    if plan.is_peft:
+        view.peft_config_class = PEFT_CONFIG_CLASSES[plan.method]
+        view.peft_kwargs = peft_arguments(plan)
+    if plan.quantization:
+        view.bnb_kwargs = {
+            "load_in_4bit": True,
+            "bnb_4bit_quant_type": plan.quantization.quant_type,
+            "bnb_4bit_use_double_quant": plan.quantization.double_quant,
+            "bnb_4bit_compute_dtype": plan.quantization.compute_dtype,
+            "bnb_4bit_quant_storage": plan.quantization.storage_dtype,
+        }
+    return view
+
+
+def format_python(source: str, name: str) -> str:
+    import black  # imported here: only rendering needs it
+
+    try:
+        return black.format_str(source, mode=black.Mode())
+    except black.parsing.InvalidInput as error:  # a template bug, never user input
+        raise RuntimeError(f"generated {name} is not valid Python: {error}") from error
+
+
+def render_files(plan: Plan, resources: Resources, evaluation: dict[str, Any]) -> dict[str, str]:
+    """Every file of the run folder, by relative path, in a stable order."""
+    env = environment()
+    view = build_view(plan)
+    header = f"Generated by finetune-gen {__version__} from {plan.spec_name}."
+    context = {
+        "plan": plan,
+        "view": view,
+        "resources": resources,
+        "evaluation": evaluation,
+        "header": header,
+    }
+    names = [
+        "train.py",
+        "eval.py",
+        "probe.py",
+        "config.yaml",
+        "launch.sh",
+        "requirements.txt",
+        "README.md",
+        "eval_plan.md",
+        "resources.md",
+    ]
+    names += distributed_files(plan)
+    files: dict[str, str] = {}
+    for name in names:
+        text = env.get_template(template_name(name)).render(**context)
+        if name.endswith(".py"):
+            text = format_python(text, name)
+        files[name] = text
+    files["eval_plan.json"] = json.dumps(evaluation, indent=2, sort_keys=True) + "\n"
+    files["resources.json"] = json.dumps(resources.to_dict(), indent=2, sort_keys=True) + "\n"
+    return dict(sorted(files.items()))
+
+
+def template_name(output_name: str) -> str:
+    if output_name.startswith("ds_"):
+        return "deepspeed.json.jinja"
+    return output_name + ".jinja"
+
+
+def distributed_files(plan: Plan) -> list[str]:
+    """The accelerate / DeepSpeed / FSDP files this plan's launch needs."""
+    files = []
+    if plan.world_size > 1 or plan.distributed != "none":
+        files.append("accelerate.yaml")
+    if plan.distributed.startswith("deepspeed"):
+        files.append(f"ds_{plan.distributed.removeprefix('deepspeed_')}.json")
+    return files

@@ -1,0 +1,138 @@
+"""The resource estimate of a plan: memory, time, storage and cost, with every assumption named.
+
+This joins the estimator's pure functions (``estimate.py``) to a resolved plan and shapes the
+result as the contract's ``estimated_resources`` object and the data of ``resources.md``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .architecture import Architecture
+from .catalog import get_gpu
+from .estimate import (
+    MemoryEstimate,
+    StorageEstimate,
+    TimeEstimate,
+    TrainingShape,
+    estimate_cost,
+    estimate_memory,
+    estimate_storage,
+    estimate_time,
+    named_assumptions,
+)
+from .params import ParamCounts
+from .plan import Plan
+from .planner import _targets
+
+
+def task_kind(plan: Plan) -> str:
+    return "sequence_classification" if plan.task_type == "classification" else "causal_lm"
+
+
+def shape_for_plan(plan: Plan) -> TrainingShape:
+    return TrainingShape(
+        method=plan.method,
+        trainable_params=plan.trainable_params,
+        precision=plan.precision,
+        micro_batch_size=plan.micro_batch_size,
+        seq_len=plan.max_seq_length,
+        gradient_checkpointing=plan.gradient_checkpointing,
+        optimizer=plan.optimizer,
+        distributed=plan.distributed,
+        world_size=plan.world_size,
+        gpus_per_node=plan.hardware.gpus,
+        cpu_offload=plan.cpu_offload,
+        quant_bits=plan.quantization.bits if plan.quantization else 16,
+        task=task_kind(plan),
+        num_virtual_tokens=plan.num_virtual_tokens or 0,
+        target_modules=_targets(plan.lora),
+        lora_dropout=plan.lora.dropout if plan.lora else 0.0,
+    )
+
+
+@dataclass(frozen=True)
+class Resources:
+    memory: MemoryEstimate
+    time: TimeEstimate
+    storage: StorageEstimate
+    cost_usd: float
+    gpu_label: str
+    assumptions: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The contract's ``estimated_resources`` object."""
+        hours = round(self.time.hours, 2)
+        return {
+            "training_time": f"{_hours_text(hours)} on {self.gpu_label}",
+            "gpu_memory": f"{self.memory.peak_gb:.1f} GB per GPU",
+            "storage": f"{self.storage.total_gb:.1f} GB",
+            "training_hours": hours,
+            "gpu_memory_gb": round(self.memory.peak_gb, 2),
+            "storage_gb": round(self.storage.total_gb, 2),
+            "cost_usd": round(self.cost_usd, 2),
+            "cpu_ram_gb": round(self.memory.cpu_ram_gb, 2),
+            "tokens_per_second": round(self.time.tokens_per_second),
+            "total_tokens": self.time.total_tokens,
+            "mfu": round(self.time.mfu, 3),
+            "gpu_memory_breakdown_gb": self.memory.breakdown(),
+            "storage_breakdown_gb": {
+                "base_download": round(self.storage.base_download_gb, 2),
+                "checkpoints": round(self.storage.checkpoints_gb, 2),
+                "final_output": round(self.storage.final_output_gb, 2),
+                "merged_export": round(self.storage.merged_export_gb, 2),
+                "dataset_cache": round(self.storage.dataset_cache_gb, 2),
+            },
+            "assumptions": self.assumptions,
+        }
+
+
+def _hours_text(hours: float) -> str:
+    if hours < 1:
+        return f"{max(1, round(hours * 60))} min"
+    return f"{hours:.1f} h"
+
+
+def estimate_resources(plan: Plan, arch: Architecture, counts: ParamCounts) -> Resources:
+    shape = shape_for_plan(plan)
+    gpu = get_gpu(plan.hardware.gpu_type)
+    train_rows = max(1, round(plan.dataset.num_examples * plan.dataset.train_split))
+    tokens_per_epoch = train_rows * min(plan.dataset.avg_tokens_per_example, plan.max_seq_length)
+    memory = estimate_memory(arch, counts, shape)
+    time = estimate_time(arch, counts, shape, gpu, tokens_per_epoch=tokens_per_epoch, epochs=plan.epochs)
+    storage = estimate_storage(
+        arch,
+        counts,
+        shape,
+        save_total_limit=plan.save_total_limit,
+        dataset_bytes=None,
+        tokens_per_epoch=tokens_per_epoch,
+    )
+    cost = estimate_cost(time.hours, plan.hardware.price_per_gpu_hour, plan.world_size)
+    label = f"{plan.world_size}x {plan.hardware.gpu_display}"
+    assumptions = list(named_assumptions(shape)) + list(time.assumptions) + list(storage.assumptions)
+    if plan.hardware.assumed:
+        assumptions.append(
+            f"GPU speed and price assumed from a typical {plan.hardware.vram_per_gpu_gb:g} GB card "
+            f"({plan.hardware.gpu_display}); set hardware.gpu_type for yours"
+        )
+    assumptions.append(f"price ${plan.hardware.price_per_gpu_hour:.2f}/GPU-hour ({plan.hardware.price_source})")
+    if not plan.dataset.counted_from_file:
+        assumptions.append(
+            f"dataset size from the spec or defaults: {plan.dataset.num_examples} rows x "
+            f"{plan.dataset.avg_tokens_per_example} tokens"
+        )
+    else:
+        assumptions.append(
+            f"dataset counted from {plan.dataset.path}: {plan.dataset.num_examples} rows, "
+            f"~{plan.dataset.avg_tokens_per_example} tokens each (4 characters per token)"
+        )
+    return Resources(
+        memory=memory,
+        time=time,
+        storage=storage,
+        cost_usd=cost,
+        gpu_label=label,
+        assumptions=list(dict.fromkeys(assumptions)),
+    )

@@ -1,0 +1,173 @@
+"""Tiny offline models, tokenizers and datasets for smoke tests (built in about a second).
+
+No hub access: a byte-level BPE is trained on local text and a model with random weights is
+built from a small config, both saved with save_pretrained. Variants cover what real models
+differ in: a tokenizer with or without BOS, pad == eos, with or without a chat template, and
+Llama- or GPT-2-style architectures. Dimensions are multiples of 32 so 4-bit layers work on
+the CPU (STACK-NOTES: bitsandbytes asserts that on some CPUs).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content']"
+    " + '<|im_end|>\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+# A Llama-3-like template: BOS inside the template, a distinct end-of-turn token.
+HEADER_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}{{ '<|start_header_id|>' + message['role'] + "
+    "'<|end_header_id|>\\n\\n' + message['content'] + '<|eot_id|>' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}"
+)
+
+WORDS = (
+    "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho "
+    "sigma tau upsilon phi chi psi omega red green blue yellow one two three four five six seven "
+    "eight nine ten cat dog bird fish tree river mountain city road house"
+).split()
+
+
+def corpus() -> list[str]:
+    rng = random.Random(0)
+    lines = []
+    for _ in range(400):
+        lines.append(" ".join(rng.choice(WORDS) for _ in range(12)))
+    lines += [
+        "Below is an instruction that describes a task. Write a response",
+        "### Instruction:",
+        "### Response:",
+    ]
+    return lines
+
+
+def build_tokenizer(
+    folder: Path, *, bos: bool = True, pad_is_eos: bool = False, template: str | None = None
+):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<|endoftext|>", "<s>", "<pad>", "<unk>"]
+    if template == "header":
+        specials += ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
+    if template == "chatml":
+        specials += ["<|im_start|>", "<|im_end|>"]
+    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=480,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tokenizer.train_from_iterator(corpus(), trainer)
+    if bos:
+        bos_id = tokenizer.token_to_id("<s>")
+        tokenizer.post_processor = processors.TemplateProcessing(
+            single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos_id)]
+        )
+    kwargs = {"eos_token": "<|endoftext|>", "unk_token": "<unk>"}
+    if bos:
+        kwargs["bos_token"] = "<s>"
+    if not pad_is_eos:
+        kwargs["pad_token"] = "<pad>"
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, **kwargs)
+    if template == "header":
+        fast.chat_template = HEADER_TEMPLATE
+        fast.add_special_tokens(
+            {
+                "additional_special_tokens": [
+                    "<|start_header_id|>",
+                    "<|end_header_id|>",
+                    "<|eot_id|>",
+                ]
+            }
+        )
+    elif template == "chatml":
+        fast.chat_template = CHATML_TEMPLATE
+        fast.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    fast.save_pretrained(folder)
+    return fast
+
+
+def build_model(
+    folder: Path,
+    *,
+    arch: str = "llama",
+    bos: bool = True,
+    pad_is_eos: bool = False,
+    template: str | None = None,
+) -> Path:
+    """Save a tiny random model and its tokenizer in ``folder``; return the folder."""
+    import torch
+    from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, Qwen2Config
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tokenizer(folder, bos=bos, pad_is_eos=pad_is_eos, template=template)
+    vocab = ((len(tokenizer) + 31) // 32) * 32
+    common = {"vocab_size": vocab, "eos_token_id": tokenizer.eos_token_id}
+    if bos:
+        common["bos_token_id"] = tokenizer.bos_token_id
+    if arch == "gpt2":
+        config = GPT2Config(n_embd=64, n_layer=2, n_head=2, n_positions=512, **common)
+    else:
+        cls = {"llama": LlamaConfig, "qwen2": Qwen2Config}[arch]
+        config = cls(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=512,
+            tie_word_embeddings=False,
+            **common,
+        )
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config)
+    model.save_pretrained(folder)
+    return folder
+
+
+def write_alpaca(path: Path, rows: int = 48) -> Path:
+    """A learnable toy task: name the colour of a numbered thing (the same answer each time)."""
+    rng = random.Random(1)
+    colours = ["red", "green", "blue", "yellow"]
+    items = []
+    for i in range(rows):
+        thing = rng.choice(["cat", "dog", "bird", "fish", "tree", "house"])
+        colour = colours[i % 4]
+        items.append(
+            {
+                "instruction": f"What colour is the {thing} number {WORDS[i % 10]}?",
+                "input": "" if i % 3 else f"The {thing} is {colour}.",
+                "output": f"The {thing} is {colour}.",
+            }
+        )
+    path.write_text("".join(json.dumps(item) + "\n" for item in items))
+    return path
+
+
+def write_chat(path: Path, fmt: str = "chatml", rows: int = 48) -> Path:
+    rng = random.Random(2)
+    items = []
+    for i in range(rows):
+        a, b = rng.choice(WORDS), rng.choice(WORDS)
+        turns = [
+            ("system", "You repeat words."),
+            ("user", f"say {a}"),
+            ("assistant", f"{a} {a}"),
+            ("user", f"say {b}"),
+            ("assistant", f"{b} {b}"),
+        ]
+        if i % 2:
+            turns = turns[1:]
+        if fmt == "sharegpt":
+            names = {"system": "system", "user": "human", "assistant": "gpt"}
+            items.append({"conversations": [{"from": names[r], "value": c} for r, c in turns]})
+        else:
+            items.append({"messages": [{"role": r, "content": c} for r, c in turns]})
+    path.write_text("".join(json.dumps(item) + "\n" for item in items))
+    return path
