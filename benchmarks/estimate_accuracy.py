@@ -16,16 +16,16 @@ from __future__ import annotations
 import json
 import os
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from finetune_gen.catalog import resolve_model  # noqa: E402
-from finetune_gen.estimate import CUDA_CONTEXT_GB, TrainingShape, estimate_memory  # noqa: E402
-from finetune_gen.params import count_params, trainable_params  # noqa: E402
+from finetune_gen.catalog import resolve_model
+from finetune_gen.estimate import CUDA_CONTEXT_GB, TrainingShape, estimate_memory
+from finetune_gen.params import count_params, trainable_params
 
 GIB = 2**30 / 1e9  # GB per GiB
 
@@ -72,38 +72,38 @@ class Case:
     note: str = ""
 
 
-_LITGPT = dict(
-    seq_len=1304,
-    grad_ckpt=False,
-    optimizer="adamw_torch",
-    targets=("q_proj", "v_proj"),
-    r=8,
-    stack="litgpt",
-    metric="allocated",
-    unit="GB",
-    loss_impl="bf16",
-    kbit_upcast=False,
-    tolerance=0.15,
-    why_tolerance="max_memory_allocated (no context, no allocator cache), padded to the longest "
+_LITGPT = {
+    "seq_len": 1304,
+    "grad_ckpt": False,
+    "optimizer": "adamw_torch",
+    "targets": ("q_proj", "v_proj"),
+    "r": 8,
+    "stack": "litgpt",
+    "metric": "allocated",
+    "unit": "GB",
+    "loss_impl": "bf16",
+    "kbit_upcast": False,
+    "tolerance": 0.15,
+    "why_tolerance": "max_memory_allocated (no context, no allocator cache), padded to the longest "
     "example, so the only slack is litgpt's own layer code vs the HF layer counted here",
-)
+}
 _LITGPT_Q = dict(_LITGPT, quant_bits=4, quant_linear_saves_input=True)
 # torchtune: torch.compile, chunked cross-entropy (CEWithChunkedOutputLoss), packed sequences,
 # bf16 weights and bf16 LoRA, memory from torchtune's get_memory_stats (GiB, peak active).
-_TT = dict(
-    seq_len=2048,
-    grad_ckpt=True,
-    optimizer="adamw_torch_fused",
-    stack="torchtune",
-    metric="allocated",
-    unit="GiB",
-    loss_impl="chunked",
-    kbit_upcast=False,
-    lora_dropout=0.0,
-    tolerance=0.35,
-    why_tolerance="torch.compile fuses the norm/activation ops whose saved tensors this model "
+_TT = {
+    "seq_len": 2048,
+    "grad_ckpt": True,
+    "optimizer": "adamw_torch_fused",
+    "stack": "torchtune",
+    "metric": "allocated",
+    "unit": "GiB",
+    "loss_impl": "chunked",
+    "kbit_upcast": False,
+    "lora_dropout": 0.0,
+    "tolerance": 0.35,
+    "why_tolerance": "torch.compile fuses the norm/activation ops whose saved tensors this model "
     "counts, and the README does not say which of active/allocated/reserved it reports",
-)
+}
 _TT_LORA31 = ("q_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 CASES: dict[str, Case] = {
@@ -371,8 +371,8 @@ def mape(results: list[RowResult], stack: str | None = None) -> float | None:
 
 def render(results: list[RowResult]) -> str:
     lines = [
-        f"{'row':7} {'model':14} {'method':32} {'stack':9} {'measured':>9} {'estimate':>9} "
-        f"{'unit':4} {'error':>7} {'tol':>5}",
+        (f"{'row':7} {'model':14} {'method':32} {'stack':9} {'measured':>9} {'estimate':>9} "
+        f"{'unit':4} {'error':>7} {'tol':>5}"),
     ]
     for r in results:
         if not r.included:
@@ -396,10 +396,110 @@ def render(results: list[RowResult]) -> str:
     return "\n".join(lines)
 
 
+# ---------------------------------------------------------------------------- saved tensors
+# A CPU check of the per-layer activation count on the real HF stack: build a small
+# Llama-shaped model (h=1024, i=2752 = 2.6875 h as in Llama-2-7B, head_dim 128), run one
+# forward under bf16 autocast with SDPA, and record every tensor autograd saves (deduplicated
+# by storage, parameters excluded). The difference between 4 and 2 layers, per token and per
+# hidden unit, is the per-layer coefficient the estimator derives op by op. Dropout is 0:
+# CPU dropout saves an fp32 noise tensor where CUDA saves a bool mask.
+SAVED_TENSOR_CONFIGS = (("full", 8), ("full", 2), ("lora_qv", 8), ("lora_qv", 2))
+
+
+def measure_saved_tensors(seq: int = 256) -> dict[tuple[str, int], float]:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    def saved_bytes(layers: int, mode: str, kv: int) -> int:
+        torch.manual_seed(0)
+        cfg = LlamaConfig(
+            hidden_size=1024,
+            num_attention_heads=8,
+            num_key_value_heads=kv,
+            intermediate_size=2752,
+            num_hidden_layers=layers,
+            vocab_size=4096,
+            attn_implementation="sdpa",
+        )
+        model = LlamaForCausalLM(cfg).to(torch.bfloat16)
+        if mode == "lora_qv":
+            from peft import LoraConfig, get_peft_model
+
+            lcfg = LoraConfig(
+                r=16, lora_alpha=32, lora_dropout=0.0, target_modules=["q_proj", "v_proj"]
+            )
+            model = get_peft_model(model, lcfg)
+        model.train()
+        params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+        seen: dict[int, int] = {}
+
+        def pack(t):
+            storage = t.untyped_storage()
+            if storage.data_ptr() not in params:
+                seen[storage.data_ptr()] = storage.nbytes()
+            return t
+
+        ids = torch.randint(0, 4096, (1, seq))
+        with (
+            torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t),
+            torch.autocast("cpu", dtype=torch.bfloat16),
+        ):
+            model(input_ids=ids, labels=ids)
+        return sum(seen.values())
+
+    out = {}
+    for mode, kv in SAVED_TENSOR_CONFIGS:
+        diff = saved_bytes(4, mode, kv) - saved_bytes(2, mode, kv)
+        out[(mode, kv)] = diff / (2 * seq * 1024)
+    return out
+
+
+def modelled_saved_tensors() -> dict[tuple[str, int], float]:
+    from finetune_gen.architecture import Architecture
+    from finetune_gen.estimate import _layer_activation_bytes
+
+    out = {}
+    for mode, kv in SAVED_TENSOR_CONFIGS:
+        arch = Architecture.from_config(
+            {
+                "model_type": "llama",
+                "hidden_size": 1024,
+                "intermediate_size": 2752,
+                "num_hidden_layers": 4,
+                "num_attention_heads": 8,
+                "num_key_value_heads": kv,
+                "vocab_size": 4096,
+            }
+        )
+        shape = TrainingShape(
+            method="full" if mode == "full" else "lora",
+            trainable_params=1,
+            precision="bf16",
+            micro_batch_size=1,
+            seq_len=256,
+            gradient_checkpointing=False,
+            optimizer="adamw_torch",
+            target_modules=None if mode == "full" else ("q_proj", "v_proj"),
+            lora_dropout=0.0,
+        )
+        out[(mode, kv)] = _layer_activation_bytes(arch, shape, trainable=mode == "full") / 1024
+    return out
+
+
 def main() -> int:
+    if "--saved-tensors" in sys.argv:
+        measured, modelled = measure_saved_tensors(), modelled_saved_tensors()
+        print("bytes kept per token per layer / hidden_size (HF Llama layer, bf16 autocast, SDPA)")
+        for key in SAVED_TENSOR_CONFIGS:
+            print(
+                f"{key[0]:8} kv_heads={key[1]}  measured {measured[key]:6.2f}  modelled {modelled[key]:6.2f}"
+            )
+        return 0
     path = data_path()
     if not path.exists():
-        print(f"reference data not found at {path}; set FINETUNE_GEN_REFERENCE_DATA", file=sys.stderr)
+        print(
+            f"reference data not found at {path}; set FINETUNE_GEN_REFERENCE_DATA", file=sys.stderr
+        )
         return 2
     results = evaluate_rows()
     print(render(results))

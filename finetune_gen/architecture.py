@@ -34,6 +34,10 @@ FAMILIES: dict[str, dict[str, Any]] = {
 # Model types whose transformers config class ties the input and output embeddings when
 # config.json has no `tie_word_embeddings` key (PretrainedConfig subclasses' defaults).
 TIED_BY_DEFAULT = frozenset({"gpt2", "gemma", "gemma2", "gemma3_text", "gemma3", "falcon"})
+# Config classes whose head_dim default is a constant rather than hidden_size // heads, and
+# GPT-2's n_positions default (it sizes the learned position embedding).
+DEFAULT_HEAD_DIM = {"qwen3": 128, "gemma": 256, "gemma2": 256, "gemma3_text": 256}
+DEFAULT_POSITIONS = {"gpt2": 1024}
 
 # LoRA target presets per family (seed: "minimal / recommended / aggressive").
 _LLAMA_TARGETS = {
@@ -109,12 +113,20 @@ class Architecture:
             num_layers=int(_first(cfg, "num_hidden_layers", "n_layer", "num_layers")),
             num_attention_heads=heads,
             num_key_value_heads=kv_heads,
-            head_dim=int(_first(cfg, "head_dim", default=hidden // heads)),
+            head_dim=int(
+                _first(cfg, "head_dim", default=DEFAULT_HEAD_DIM.get(model_type, hidden // heads))
+            ),
             intermediate_size=int(inter),
             vocab_size=int(cfg["vocab_size"]),
             tie_word_embeddings=bool(cfg.get("tie_word_embeddings", model_type in TIED_BY_DEFAULT)),
             max_position_embeddings=int(
-                _first(cfg, "max_position_embeddings", "n_positions", "n_ctx", default=2048)
+                _first(
+                    cfg,
+                    "max_position_embeddings",
+                    "n_positions",
+                    "n_ctx",
+                    default=DEFAULT_POSITIONS.get(model_type, 2048),
+                )
             ),
             num_experts=int(_first(cfg, "num_local_experts", "num_experts", default=0) or 0),
             num_experts_per_tok=int(_first(cfg, "num_experts_per_tok", default=0) or 0),

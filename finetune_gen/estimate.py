@@ -78,21 +78,21 @@ RAW_BYTES_PER_TOKEN = 4  # ~4 characters of English text per token when the file
 HF_SHARD_GB = 5.0  # transformers' default max_shard_size for hub checkpoints
 
 ASSUMPTIONS: list[str] = [
-    "GPU memory is the estimated torch.cuda.max_memory_allocated() plus "
+    ("GPU memory is the estimated torch.cuda.max_memory_allocated() plus "
     f"{CUDA_CONTEXT_GB:.2f} GB of CUDA context (HF docs 'Model training anatomy': 1,343 MiB); "
-    "PyTorch's caching allocator reserves 5-20% more than it allocates, so keep headroom",
+    "PyTorch's caching allocator reserves 5-20% more than it allocates, so keep headroom"),
     "attention runs through SDPA / FlashAttention-2: no sequence x sequence score matrix is stored",
-    "activations are counted tensor by tensor as PyTorch autograd saves them for the Hugging Face "
+    ("activations are counted tensor by tensor as PyTorch autograd saves them for the Hugging Face "
     "decoder layer (RMSNorm fp32 upcast, q/k/v/output kept by SDPA, SwiGLU gate/up/product); "
-    "frozen Linear layers save no input",
-    "the loss upcasts logits to fp32 (transformers ForCausalLMLoss): about 12 bytes x vocabulary "
-    "per token at the start of the backward pass",
-    "with gradient checkpointing each decoder layer keeps only its input; one layer is recomputed "
-    "at a time during the backward pass",
-    "gradients from earlier micro-batches stay allocated during the next forward/backward "
-    "(gradient accumulation), so gradients and activations are added",
-    "paged optimizers (paged_adamw_*) are counted as if their state stayed on the GPU; paging to "
-    "CPU RAM only happens under memory pressure, which the plan avoids",
+    "frozen Linear layers save no input"),
+    ("the loss upcasts logits to fp32 (transformers ForCausalLMLoss): about 12 bytes x vocabulary "
+    "per token at the start of the backward pass"),
+    ("with gradient checkpointing each decoder layer keeps only its input; one layer is recomputed "
+    "at a time during the backward pass"),
+    ("gradients from earlier micro-batches stay allocated during the next forward/backward "
+    "(gradient accumulation), so gradients and activations are added"),
+    ("paged optimizers (paged_adamw_*) are counted as if their state stayed on the GPU; paging to "
+    "CPU RAM only happens under memory pressure, which the plan avoids"),
     "GB means 10^9 bytes throughout",
 ]
 
@@ -269,9 +269,8 @@ def _adapted_shapes(arch: Architecture, shape: TrainingShape):
     """The per-layer Linear shapes that carry an adapter (LoRA family, IA3)."""
     shapes = [s for s in linear_shapes(arch) if s.adaptable]
     target = shape.target_modules
-    if shape.method == "ia3":
-        if target is None:  # peft's IA3 default for Llama-style models: k, v, down (ff)
-            target = ("k_proj", "v_proj", "down_proj")
+    if shape.method == "ia3" and target is None:
+        target = ("k_proj", "v_proj", "down_proj")  # peft's IA3 default for Llama-style models
     if target is None or (isinstance(target, str) and target.lower() in ("all-linear", "all")):
         return shapes
     names = {target} if isinstance(target, str) else {t.split(".")[-1] for t in target}
@@ -284,7 +283,11 @@ def _weight_bytes(arch: Architecture, counts: ParamCounts, shape: TrainingShape)
     if shape.master_weights_fp32:
         return 4.0 * counts.total
     if _is_quantized(shape):
-        q = INT8_BYTES if shape.quant_bits == 8 else (NF4_DQ_BYTES if shape.double_quant else NF4_BYTES)
+        q = (
+            INT8_BYTES
+            if shape.quant_bits == 8
+            else (NF4_DQ_BYTES if shape.double_quant else NF4_BYTES)
+        )
         rest = counts.total - counts.quantizable_linear
         rest_bytes = 4 if (shape.kbit_upcast or shape.precision == "fp32") else wb
         return q * counts.quantizable_linear + rest_bytes * rest
@@ -328,10 +331,12 @@ def _layer_activation_bytes(arch: Architecture, shape: TrainingShape, trainable:
     else:
         mlp = (4 if act == "gelu_new" else 1) * ab * i  # gelu_new is four eager elementwise ops
     total += experts * mlp
-    # Inputs kept for weight gradients (trainable layers), or by 2023 bitsandbytes matmuls.
+    # Inputs kept for weight gradients (trainable layers), or by 2023 bitsandbytes matmuls:
+    # q/k/v share one input, gate/up another, down_proj its own. o_proj's input is the SDPA
+    # output itself (the kernels return it in [batch, seq, heads, dim] layout, so the
+    # transpose(1, 2).contiguous() in transformers copies nothing): already counted above.
     if trainable or (shape.quant_linear_saves_input and _is_quantized(shape)):
-        inputs = ab * (h + q_w + h) + experts * ab * i  # qkv, o_proj, mlp-in, down_proj
-        total += inputs
+        total += ab * 2 * h + experts * ab * i
     if shape.method in ADAPTER_METHODS:
         drop = 1 if shape.lora_dropout > 0 else 0  # bool dropout mask
         for s in _adapted_shapes(arch, shape):
@@ -427,7 +432,9 @@ def _state_bytes(shape: TrainingShape, param_bytes: int) -> float:
     return 0.0  # plain SGD (HF optim="sgd" has no momentum unless optim_args sets it)
 
 
-def _optimizer_bytes(arch: Architecture, shape: TrainingShape, trainable: float, param_bytes: int) -> float:
+def _optimizer_bytes(
+    arch: Architecture, shape: TrainingShape, trainable: float, param_bytes: int
+) -> float:
     if _optimizer_kind(shape.optimizer) == "adafactor":
         # Shazeer & Stern 2018: row + column second-moment factors, no first moment by default:
         # (d_in + d_out) per d_in x d_out matrix, ~2/h per parameter, in the parameter dtype.
@@ -438,7 +445,9 @@ def _optimizer_bytes(arch: Architecture, shape: TrainingShape, trainable: float,
 # ---------------------------------------------------------------------------- memory
 
 
-def estimate_memory(arch: Architecture, counts: ParamCounts, shape: TrainingShape) -> MemoryEstimate:
+def estimate_memory(
+    arch: Architecture, counts: ParamCounts, shape: TrainingShape
+) -> MemoryEstimate:
     """Per-GPU peak memory of one training step, split into the contract's six parts."""
     shape.validate()
     notes: list[str] = []
@@ -463,7 +472,9 @@ def estimate_memory(arch: Architecture, counts: ParamCounts, shape: TrainingShap
     fsdp_pure = dist == "fsdp" and shape.full_master_weights_fp32 is False and not peft
     if fsdp_pure:
         tp_bytes = wb
-    elif dist in ("fsdp", "deepspeed_zero2", "deepspeed_zero3") or peft or shape.master_weights_fp32:
+    elif (
+        dist in ("fsdp", "deepspeed_zero2", "deepspeed_zero3") or peft or shape.master_weights_fp32
+    ):
         tp_bytes = 4  # fp32 masters (DeepSpeed/FSDP), fp32 adapters (peft), AMP masters
     else:
         tp_bytes = wb  # pure bf16/fp16 or fp32
@@ -475,9 +486,9 @@ def estimate_memory(arch: Architecture, counts: ParamCounts, shape: TrainingShap
     autocast_copies = 0.0
     if shape.master_weights_fp32 and shape.precision != "fp32":
         autocast_copies = 2.0 * (P if shape.method == "full" else T)
-    if _is_quantized(shape) and shape.kbit_upcast and shape.precision != "fp32":
-        if shape.task == "causal_lm":  # the fp32 lm_head is cast to 16 bit for its matmul
-            autocast_copies += 2.0 * arch.vocab_size * arch.hidden_size
+    upcast = _is_quantized(shape) and shape.kbit_upcast and shape.precision != "fp32"
+    if upcast and shape.task == "causal_lm":  # the fp32 lm_head is cast to 16 bit for its matmul
+        autocast_copies += 2.0 * arch.vocab_size * arch.hidden_size
 
     kept, logits, working = _activation_terms(arch, counts, shape)
     live_unit = 0.0
@@ -631,7 +642,9 @@ def named_assumptions(shape: TrainingShape) -> list[str]:
             "adamw_torch (foreach) allocates one state-sized temporary during the optimizer step"
         )
     if kind == "bnb8":
-        out.append("8-bit optimizer state: 2 x (1 + 4/256) B per trainable parameter (bitsandbytes)")
+        out.append(
+            "8-bit optimizer state: 2 x (1 + 4/256) B per trainable parameter (bitsandbytes)"
+        )
     if shape.distributed == "deepspeed_zero3":
         out.append(
             "ZeRO-3 keeps the largest layer's 16-bit parameters and gradients gathered "
@@ -690,7 +703,11 @@ def flops_per_token(arch: Architecture, counts: ParamCounts, shape: TrainingShap
 
 def _utilization(shape: TrainingShape) -> tuple[float, str]:
     nodes = max(1, -(-shape.world_size // shape.gpus_per_node))
-    if shape.cpu_offload != "none" and shape.distributed in ("fsdp", "deepspeed_zero2", "deepspeed_zero3"):
+    if shape.cpu_offload != "none" and shape.distributed in (
+        "fsdp",
+        "deepspeed_zero2",
+        "deepspeed_zero3",
+    ):
         u = UTIL_CPU_OFFLOAD[shape.cpu_offload]
         why = f"{u:.0%} of dense peak with CPU offload ({shape.cpu_offload}); ESTIMATION 1.7: 5-25%"
     elif nodes > 1:
@@ -706,10 +723,10 @@ def _peak_tflops(gpu: Any, precision: str) -> float:
     if hasattr(gpu, "peak_tflops"):
         try:
             value = float(gpu.peak_tflops(precision))
-            if value > 0:
-                return value
         except Exception:  # noqa: BLE001 - e.g. bf16 on a card without it: use fp16
-            pass
+            value = 0.0
+        if value > 0:
+            return value
     if precision == "bf16" and getattr(gpu, "tflops_bf16", None):
         return float(gpu.tflops_bf16)
     if precision == "fp32" and getattr(gpu, "tflops_fp32", 0):
@@ -728,7 +745,7 @@ def estimate_time(
 ) -> TimeEstimate:
     """Training time from FLOPs per token, tokens and an assumed utilization of dense peak."""
     shape.validate()
-    total_tokens = int(round(tokens_per_epoch * epochs))
+    total_tokens = round(tokens_per_epoch * epochs)
     fpt = flops_per_token(arch, counts, shape)
     flops = fpt * total_tokens
     util, why = _utilization(shape)
@@ -787,13 +804,17 @@ def estimate_storage(
     kind = _optimizer_kind(shape.optimizer)
     if shape.distributed in ("deepspeed_zero2", "deepspeed_zero3") and not peft:
         per_ckpt = P * (12 + 2)  # fp32 master + m + v, plus the 16-bit module
-        notes.append("DeepSpeed checkpoints: fp32 master + m + v (12 B/param) + 16-bit weights (2 B)")
+        notes.append(
+            "DeepSpeed checkpoints: fp32 master + m + v (12 B/param) + 16-bit weights (2 B)"
+        )
         final = P * 2
     elif peft:
         state = BNB_8BIT_STATE_BYTES if kind == "bnb8" else (0.0 if kind == "sgd" else 8.0)
         per_ckpt = T * (4 + state)
         final = T * 4
-        notes.append("adapter checkpoints: fp32 adapter (4 B) + optimizer state per trainable parameter")
+        notes.append(
+            "adapter checkpoints: fp32 adapter (4 B) + optimizer state per trainable parameter"
+        )
     else:
         wbytes = 4 if (shape.precision == "fp32" or shape.master_weights_fp32) else 2
         tp = 4 if shape.master_weights_fp32 else wbytes
@@ -809,7 +830,11 @@ def estimate_storage(
     merged = P * 2 if peft else 0.0
     if peft:
         notes.append("merged export: base + adapter merged in bf16 (2 B/param)")
-    raw = float(dataset_bytes) if dataset_bytes is not None else tokens_per_epoch * RAW_BYTES_PER_TOKEN
+    raw = (
+        float(dataset_bytes)
+        if dataset_bytes is not None
+        else tokens_per_epoch * RAW_BYTES_PER_TOKEN
+    )
     dataset = raw + tokens_per_epoch * TOKENIZED_BYTES_PER_TOKEN
     notes.append(
         f"dataset: raw {'file size' if dataset_bytes is not None else f'~{RAW_BYTES_PER_TOKEN} B/token'} + "

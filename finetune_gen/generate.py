@@ -55,7 +55,7 @@ def _localize(value: str, spec_dir: Path, *, is_dataset: bool) -> tuple[str, boo
     looks_local = value.startswith((".", "/", "~")) or (is_dataset and value.lower().endswith(DATA_SUFFIXES))
     if looks_local:
         field = "dataset.path" if is_dataset else "base_model"
-        raise SpecError(f"{field}: {value} not found (relative paths are read from {spec_dir})")
+        raise SpecError(f"{field}: {value} not found (a relative path is read from the spec file's folder)")
     return value, False
 
 

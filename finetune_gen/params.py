@@ -50,6 +50,21 @@ METHODS = (
     "freeze",
 )
 TASKS = ("causal_lm", "sequence_classification")
+# Model types whose counts are checked against transformers; others are counted as Llama.
+EXACT_MODEL_TYPES = frozenset(
+    {
+        "llama",
+        "mistral",
+        "mixtral",
+        "qwen2",
+        "qwen3",
+        "gemma",
+        "gemma2",
+        "gemma3_text",
+        "phi3",
+        "gpt2",
+    }
+)
 
 # peft's default IA3 targets / feed-forward modules per model type (peft.utils.constants,
 # TRANSFORMERS_MODELS_TO_IA3_*); names that do not exist in the transformers 5 model (Mixtral's
@@ -138,6 +153,11 @@ class ParamCounts:
     largest_layer: int  # max(per_layer, embedding, lm_head): ZeRO-3 live-parameter estimate
     experts: int = 0  # fused MoE expert parameters (part of `other`; stay 16-bit under bnb)
     num_layers: int = 0
+
+
+def is_exact(arch: Architecture) -> bool:
+    """Whether :func:`count_params` knows this model type's modules (else: Llama-style guess)."""
+    return arch.model_type in EXACT_MODEL_TYPES
 
 
 def _cfg(arch: Architecture, key: str, default):

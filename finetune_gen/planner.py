@@ -75,7 +75,9 @@ class _Draft:
 def _targets(lora: LoraPlan | None) -> tuple[str, ...] | str | None:
     if lora is None:
         return None
-    return lora.target_modules if isinstance(lora.target_modules, str) else tuple(lora.target_modules)
+    return (
+        lora.target_modules if isinstance(lora.target_modules, str) else tuple(lora.target_modules)
+    )
 
 
 def _usable(vram_gb: float) -> float:
@@ -89,18 +91,26 @@ class Planner:
         self.spec = spec
         self.spec_name = spec_name
         self.strict = strict
+        # Trial plans (hardware recommendations) must not recurse into recommendations.
+        self.suggest_on_no_fit = True
         self.tc = spec.training_config
         self.diagnostics: list[Diagnostic] = []
         self.warnings: list[str] = []
         self.model: ResolvedModel = resolve_model(spec.base_model)
         self.arch: Architecture = self.model.architecture
-        self.task = "sequence_classification" if spec.task_type.value == "classification" else "causal_lm"
-        self.columns = resolve_columns(spec.task_type.value, spec.dataset.format.value, spec.dataset.columns)
+        self.task = (
+            "sequence_classification" if spec.task_type.value == "classification" else "causal_lm"
+        )
+        self.columns = resolve_columns(
+            spec.task_type.value, spec.dataset.format.value, spec.dataset.columns
+        )
         self.stats: DatasetStats | None = read_stats(
             spec.dataset.path, spec.task_type.value, spec.dataset.format.value, self.columns
         )
         self.num_labels = 2
-        self.counts: ParamCounts = count_params(self.arch, task=self.task, num_labels=self.num_labels)
+        self.counts: ParamCounts = count_params(
+            self.arch, task=self.task, num_labels=self.num_labels
+        )
 
     # ------------------------------------------------------------ helpers
 
@@ -108,7 +118,9 @@ class Planner:
         self.warnings.append(header + (f": {detail}" if detail else ""))
         self.diagnostics.append(Diagnostic("warning", header, detail, path))
 
-    def _decide(self, draft: _Draft, setting: str, value: Any, why: str, source: str = "planner") -> Any:
+    def _decide(
+        self, draft: _Draft, setting: str, value: Any, why: str, source: str = "planner"
+    ) -> Any:
         draft.decisions[setting] = Decision(setting=setting, value=value, why=why, source=source)
         return value
 
@@ -135,7 +147,11 @@ class Planner:
                     "dataset.num_examples",
                 )
         if ds.eval_split > 0 and rows * ds.eval_split < 1:
-            self.warn("eval split rounds to zero rows", "train.py keeps 1 row for evaluation", "dataset.eval_split")
+            self.warn(
+                "eval split rounds to zero rows",
+                "train.py keeps 1 row for evaluation",
+                "dataset.eval_split",
+            )
         return DatasetPlan(
             path=ds.path,
             format=ds.format.value,
@@ -154,12 +170,21 @@ class Planner:
         assert hw is not None
         gpu: GPU | None = get_gpu(hw.gpu_type) if hw.gpu_type else None
         if gpu is None and hw.vram_per_gpu is not None:
-            gpu = guess_gpu(hw.vram_per_gpu)
+            # Speed and price come from a typical card of that size (the closest one if none matches).
+            vram = hw.vram_per_gpu
+            gpu = guess_gpu(vram) or min(list_gpus(), key=lambda g: (abs(g.memory_gb - vram), g.name))
         if gpu is None:
-            raise SpecError("hardware: give vram_per_gpu or gpu_type", problems=["hardware.vram_per_gpu: required"])
+            raise SpecError(
+                "hardware: give vram_per_gpu or gpu_type",
+                problems=["hardware.vram_per_gpu: required"],
+            )
         vram = hw.vram_per_gpu if hw.vram_per_gpu is not None else gpu.memory_gb
         price = hw.price_per_gpu_hour if hw.price_per_gpu_hour is not None else gpu.price_usd_hour
-        source = "spec (hardware.price_per_gpu_hour)" if hw.price_per_gpu_hour is not None else gpu.price_source
+        source = (
+            "spec (hardware.price_per_gpu_hour)"
+            if hw.price_per_gpu_hour is not None
+            else gpu.price_source
+        )
         return HardwarePlan(
             gpus=hw.gpus,
             nodes=hw.nodes,
@@ -175,7 +200,9 @@ class Planner:
 
     # ------------------------------------------------------------ memory
 
-    def trainable(self, method: str, lora: LoraPlan | None, virtual_tokens: int, freeze_layers: int) -> int:
+    def trainable(
+        self, method: str, lora: LoraPlan | None, virtual_tokens: int, freeze_layers: int
+    ) -> int:
         return trainable_params(
             self.arch,
             method,
@@ -203,7 +230,9 @@ class Planner:
             cpu_offload=draft.cpu_offload,
             quant_bits=4 if draft.method == "qlora" else 16,
             task=self.task,
-            num_virtual_tokens=ctx.virtual_tokens if draft.method in ("prefix_tuning", "prompt_tuning") else 0,
+            num_virtual_tokens=(
+                ctx.virtual_tokens if draft.method in ("prefix_tuning", "prompt_tuning") else 0
+            ),
             target_modules=_targets(lora),
             lora_dropout=lora.dropout if lora else 0.0,
             num_labels=self.num_labels,
@@ -232,7 +261,9 @@ class Planner:
         tried = []
         for method in AUTO_METHODS:
             draft = ctx.initial_draft(method, source="planner")
-            fitted = self.fit(draft, ctx, allow_method_switch=False, allow_offload=False, quiet=True)
+            fitted = self.fit(
+                draft, ctx, allow_method_switch=False, allow_offload=False, quiet=True
+            )
             peak = self.peak_gb(fitted, ctx)
             tried.append(f"{method} {peak:.1f} GB")
             if peak <= ctx.usable:
@@ -244,7 +275,12 @@ class Planner:
                 return fitted
         draft = ctx.initial_draft("qlora", source="planner")
         fitted = self.fit(draft, ctx, allow_method_switch=False, allow_offload=True)
-        self._decide(fitted, "method", "qlora", f"nothing fits without CPU offload (tried {', '.join(tried)})")
+        self._decide(
+            fitted,
+            "method",
+            "qlora",
+            f"nothing fits without CPU offload (tried {', '.join(tried)})",
+        )
         return fitted
 
     def fit(
@@ -256,120 +292,181 @@ class Planner:
         allow_offload: bool = True,
         quiet: bool = False,
     ) -> _Draft:
-        """Walk the seed's fallback ladder until the estimated peak fits the usable VRAM."""
+        """Walk the seed's fallback ladder until the estimated peak fits the usable VRAM.
+
+        1. reduce_batch_size (halve, accumulation doubles), 2. enable_gradient_checkpointing,
+        3. switch_to_qlora, 4. use_deepspeed_offload. On several GPUs the distribution strategy
+        is chosen first: the first of DDP, ZeRO-2, ZeRO-3 that fits after steps 1-2.
+        """
         draft = replace(draft, decisions=dict(draft.decisions), fallbacks=list(draft.fallbacks))
+        first_micro_batch = draft.micro_batch
         if ctx.world_size > 1 and self.tc.distributed == "auto":
             draft = self.choose_distributed(draft, ctx)
-
-        def step(action: str, setting: str, old: Any, new: Any, why: str, apply) -> None:
-            before = self.peak_gb(draft, ctx)
-            apply()
-            after = self.peak_gb(draft, ctx)
-            draft.fallbacks.append(
-                Fallback(
-                    action=action,
-                    setting=setting,
-                    **{"from": old},
-                    to=new,
-                    why=why,
-                    memory_before_gb=round(before, 2),
-                    memory_after_gb=round(after, 2),
-                )
-            )
-
-        # 1. reduce_batch_size: halve the micro-batch, double accumulation (same effective batch).
-        while self.peak_gb(draft, ctx) > ctx.usable and draft.micro_batch > 1:
-            old = draft.micro_batch
-            new = max(1, old // 2)
-
-            def halve(new=new, old=old):
-                draft.accumulation = draft.accumulation * old // new
-                draft.micro_batch = new
-
-            step(
-                "reduce_batch_size",
-                "micro_batch_size",
-                old,
-                new,
-                f"micro-batch {old} does not fit; gradient accumulation rises to keep the effective batch",
-                halve,
-            )
-        # 2. enable_gradient_checkpointing (the seed: saves ~40% VRAM).
-        if self.peak_gb(draft, ctx) > ctx.usable and not draft.gradient_checkpointing:
-            step(
-                "enable_gradient_checkpointing",
-                "gradient_checkpointing",
-                False,
-                True,
-                "activations do not fit; recompute them in the backward pass (about 1/3 more compute)",
-                lambda: setattr(draft, "gradient_checkpointing", True),
-            )
-        # 3. switch_to_qlora (the seed: saves ~50% VRAM).
-        if allow_method_switch and self.peak_gb(draft, ctx) > ctx.usable and draft.method in ("full", "lora", "dora", "freeze"):
-            old_method = draft.method
-
-            def to_qlora():
-                draft.method = "qlora"
-                draft.optimizer = "paged_adamw_8bit"
-                if draft.distributed == "deepspeed_zero3" or draft.distributed == "fsdp":
-                    pass  # 4-bit storage dtype is set to bf16 for sharding (see quantization plan)
-
-            step(
-                "switch_to_qlora",
-                "method",
-                old_method,
-                "qlora",
-                f"{old_method} does not fit even at micro-batch 1 with checkpointing; a 4-bit base model does",
-                to_qlora,
-            )
-        # 4. use_deepspeed_offload (the seed: saves ~60% VRAM).
-        if allow_offload and self.peak_gb(draft, ctx) > ctx.usable and draft.cpu_offload == "none":
-            old_dist = draft.distributed
-
-            def offload():
-                draft.cpu_offload = "optimizer"
-                if draft.distributed in ("none", "ddp"):
-                    # Offload is a DeepSpeed ZeRO feature; ZeRO-2 with offload works with one GPU too.
-                    draft.distributed = "deepspeed_zero2" if draft.method != "full" else "deepspeed_zero3"
-
-            step(
-                "use_deepspeed_offload",
-                "cpu_offload",
-                f"none ({old_dist})",
-                "optimizer",
-                "still does not fit; optimizer states move to CPU RAM (slower steps)",
-                offload,
-            )
-            if self.peak_gb(draft, ctx) > ctx.usable and draft.distributed in ("deepspeed_zero3", "fsdp"):
-                step(
-                    "use_deepspeed_offload",
-                    "cpu_offload",
-                    "optimizer",
-                    "all",
-                    "still does not fit; parameters move to CPU RAM too",
-                    lambda: setattr(draft, "cpu_offload", "all"),
-                )
+        else:
+            self.shrink(draft, ctx)
+        if (
+            allow_method_switch
+            and not self.fits(draft, ctx)
+            and draft.method in ("full", "lora", "dora", "freeze")
+        ):
+            self.switch_to_qlora(draft, ctx, first_micro_batch)
+        if allow_offload and not self.fits(draft, ctx) and draft.cpu_offload == "none":
+            self.offload(draft, ctx)
         if not quiet:
             self.check_user_values(draft)
         return draft
 
+    def fits(self, draft: _Draft, ctx: "_Context") -> bool:
+        return self.peak_gb(draft, ctx) <= ctx.usable
+
+    def record(
+        self,
+        draft: _Draft,
+        ctx: "_Context",
+        action: str,
+        setting: str,
+        old: Any,
+        new: Any,
+        why: str,
+        apply,
+    ) -> None:
+        """Apply one ladder step and log it with the estimated peak before and after."""
+        before = self.peak_gb(draft, ctx)
+        apply()
+        draft.fallbacks.append(
+            Fallback(
+                action=action,
+                setting=setting,
+                **{"from": old},
+                to=new,
+                why=why,
+                memory_before_gb=round(before, 2),
+                memory_after_gb=round(self.peak_gb(draft, ctx), 2),
+            )
+        )
+
+    def shrink(self, draft: _Draft, ctx: "_Context") -> None:
+        """Steps 1 and 2: a smaller micro-batch (same effective batch), then checkpointing."""
+        while not self.fits(draft, ctx) and draft.micro_batch > 1:
+            old, new = draft.micro_batch, draft.micro_batch // 2
+
+            def halve(old: int = old, new: int = new) -> None:
+                draft.accumulation = draft.accumulation * old // new
+                draft.micro_batch = new
+
+            if self.tc.batch_size is None:
+                halve()  # a micro-batch the planner picked is searched, not fallen back from
+            else:
+                why = f"micro-batch {old} does not fit; gradient accumulation rises to keep the effective batch"
+                self.record(
+                    draft, ctx, "reduce_batch_size", "micro_batch_size", old, new, why, halve
+                )
+        if not self.fits(draft, ctx) and not draft.gradient_checkpointing:
+            why = "activations do not fit; recompute them in the backward pass (about 1/3 more compute)"
+            enable = lambda: setattr(draft, "gradient_checkpointing", True)  # noqa: E731
+            self.record(
+                draft,
+                ctx,
+                "enable_gradient_checkpointing",
+                "gradient_checkpointing",
+                False,
+                True,
+                why,
+                enable,
+            )
+
+    def switch_to_qlora(self, draft: _Draft, ctx: "_Context", first_micro_batch: int) -> None:
+        """Step 3: a 4-bit base model; then grow the micro-batch back toward the first one."""
+        old_method = draft.method
+
+        def to_qlora() -> None:
+            draft.method = "qlora"
+            draft.optimizer = "paged_adamw_8bit"
+
+        why = f"{old_method} does not fit even at micro-batch 1 with checkpointing; a 4-bit base model does"
+        self.record(draft, ctx, "switch_to_qlora", "method", old_method, "qlora", why, to_qlora)
+        shrunk_to, before = draft.micro_batch, self.peak_gb(draft, ctx)
+        while draft.micro_batch * 2 <= first_micro_batch and draft.accumulation % 2 == 0:
+            draft.micro_batch, draft.accumulation = draft.micro_batch * 2, draft.accumulation // 2
+            if not self.fits(draft, ctx):
+                draft.micro_batch, draft.accumulation = (
+                    draft.micro_batch // 2,
+                    draft.accumulation * 2,
+                )
+                break
+        if draft.micro_batch != shrunk_to and self.tc.batch_size is not None:
+            draft.fallbacks.append(
+                Fallback(
+                    action="restore_batch_size",
+                    setting="micro_batch_size",
+                    **{"from": shrunk_to},
+                    to=draft.micro_batch,
+                    why="the 4-bit model frees memory: the micro-batch grows back toward the spec's",
+                    memory_before_gb=round(before, 2),
+                    memory_after_gb=round(self.peak_gb(draft, ctx), 2),
+                )
+            )
+
+    def offload(self, draft: _Draft, ctx: "_Context") -> None:
+        """Step 4: DeepSpeed CPU offload of the optimizer states, then of the parameters."""
+        old_distributed = draft.distributed
+
+        def offload_optimizer() -> None:
+            draft.cpu_offload = "optimizer"
+            if draft.distributed in ("none", "ddp"):
+                # Offload is a DeepSpeed ZeRO feature; ZeRO-2 with offload works on one GPU too.
+                draft.distributed = (
+                    "deepspeed_zero2" if draft.method != "full" else "deepspeed_zero3"
+                )
+
+        why = "still does not fit; optimizer states move to CPU RAM (slower steps)"
+        self.record(
+            draft,
+            ctx,
+            "use_deepspeed_offload",
+            "cpu_offload",
+            f"none ({old_distributed})",
+            "optimizer",
+            why,
+            offload_optimizer,
+        )
+        if not self.fits(draft, ctx) and draft.distributed in ("deepspeed_zero3", "fsdp"):
+            why = "still does not fit; parameters move to CPU RAM too"
+            offload_all = lambda: setattr(draft, "cpu_offload", "all")  # noqa: E731
+            self.record(
+                draft,
+                ctx,
+                "use_deepspeed_offload",
+                "cpu_offload",
+                "optimizer",
+                "all",
+                why,
+                offload_all,
+            )
+
     def choose_distributed(self, draft: _Draft, ctx: "_Context") -> _Draft:
-        """DDP if a full replica fits; else ZeRO-2 (shards optimizer + grads); else ZeRO-3 / FSDP."""
+        """DDP if a full replica fits; else ZeRO-2 (shards optimizer + grads); else ZeRO-3."""
         options = ["ddp", "deepspeed_zero2", "deepspeed_zero3"]
         peaks = []
         for option in options:
-            draft.distributed = option
-            peak = self.peak_gb(draft, ctx)
-            peaks.append(f"{option} {peak:.1f} GB")
-            if peak <= ctx.usable:
+            trial = replace(
+                draft,
+                distributed=option,
+                decisions=dict(draft.decisions),
+                fallbacks=list(draft.fallbacks),
+            )
+            self.shrink(trial, ctx)
+            peaks.append(f"{option} {self.peak_gb(trial, ctx):.1f} GB")
+            if self.fits(trial, ctx) or option == options[-1]:
                 break
         self._decide(
-            draft,
+            trial,
             "distributed",
-            draft.distributed,
-            f"{ctx.world_size} GPUs: the first of DDP, ZeRO-2, ZeRO-3 whose per-GPU peak fits ({', '.join(peaks)})",
+            trial.distributed,
+            f"{ctx.world_size} GPUs: the first of DDP, ZeRO-2, ZeRO-3 whose per-GPU peak fits "
+            f"({', '.join(peaks)})",
         )
-        return draft
+        return trial
 
     def check_user_values(self, draft: _Draft) -> None:
         """Fallbacks that changed a value set in the spec are reported loudly, or refused with --strict."""
@@ -389,7 +486,9 @@ class Planner:
             )
             if self.strict:
                 raise NoFitError(f"--strict: the spec's values do not fit; {message}")
-            self.warn("spec value changed by a fallback", message, f"training_config.{fallback.setting}")
+            self.warn(
+                "spec value changed by a fallback", message, f"training_config.{fallback.setting}"
+            )
 
     def finish(self, ctx: "_Context", draft: _Draft, data: DatasetPlan) -> Plan:
         peak = self.peak_gb(draft, ctx)
@@ -439,7 +538,9 @@ class Planner:
             method=draft.method,
             quantization=quant,
             lora=lora,
-            num_virtual_tokens=ctx.virtual_tokens if draft.method in ("prefix_tuning", "prompt_tuning") else None,
+            num_virtual_tokens=(
+                ctx.virtual_tokens if draft.method in ("prefix_tuning", "prompt_tuning") else None
+            ),
             freeze_trainable_layers=ctx.freeze if draft.method == "freeze" else None,
             distributed=draft.distributed,
             cpu_offload=draft.cpu_offload,
@@ -471,7 +572,9 @@ class Planner:
             warnings=list(self.warnings),
         )
 
-    def _decide_final(self, decisions: dict[str, Decision], draft: _Draft, ctx: "_Context", effective: int) -> None:
+    def _decide_final(
+        self, decisions: dict[str, Decision], draft: _Draft, ctx: "_Context", effective: int
+    ) -> None:
         def put(setting: str, value: Any, why: str, source: str = "planner") -> None:
             if setting not in decisions:
                 decisions[setting] = Decision(setting=setting, value=value, why=why, source=source)
@@ -480,7 +583,11 @@ class Planner:
         put(
             "micro_batch_size",
             draft.micro_batch,
-            "fallback: halved until the run fits" if "micro_batch_size" in fell_back else ctx.batch_why,
+            (
+                "fallback: halved until the run fits"
+                if "micro_batch_size" in fell_back
+                else ctx.batch_why
+            ),
             "fallback" if "micro_batch_size" in fell_back else ctx.batch_source,
         )
         put(
@@ -491,19 +598,34 @@ class Planner:
         put(
             "gradient_checkpointing",
             draft.gradient_checkpointing,
-            "fallback: activations did not fit"
-            if "gradient_checkpointing" in fell_back
-            else ctx.gc_why,
+            (
+                "fallback: activations did not fit"
+                if "gradient_checkpointing" in fell_back
+                else ctx.gc_why
+            ),
             "fallback" if "gradient_checkpointing" in fell_back else ctx.gc_source,
         )
         put("optimizer", draft.optimizer, ctx.optimizer_why(draft.method), ctx.optimizer_source)
-        put("distributed", draft.distributed, "one GPU: no distribution" if ctx.world_size == 1 else "set in the spec")
+        put(
+            "distributed",
+            draft.distributed,
+            "one GPU: no distribution" if ctx.world_size == 1 else "set in the spec",
+        )
         put(
             "cpu_offload",
             draft.cpu_offload,
-            "fallback: nothing else fits" if "cpu_offload" in fell_back else "not needed: the run fits on the GPU",
+            (
+                "fallback: nothing else fits"
+                if "cpu_offload" in fell_back
+                else "not needed: the run fits on the GPU"
+            ),
         )
-        put("learning_rate", ctx.learning_rate_for(draft.method), ctx.lr_why(draft.method), ctx.lr_source)
+        put(
+            "learning_rate",
+            ctx.learning_rate_for(draft.method),
+            ctx.lr_why(draft.method),
+            ctx.lr_source,
+        )
 
     def no_fit_message(self, ctx: "_Context", draft: _Draft, peak: float) -> str:
         from .recommend import smallest_fitting_hardware
@@ -514,7 +636,7 @@ class Planner:
             f"CPU offload '{draft.cpu_offload}', the estimated peak is {peak:.1f} GB per GPU "
             f"(usable: {ctx.usable:.1f} GB)."
         ]
-        suggestion = smallest_fitting_hardware(self, draft.method)
+        suggestion = smallest_fitting_hardware(self, draft.method) if self.suggest_on_no_fit else ""
         if suggestion:
             lines.append(f"What would fit: {suggestion}.")
         if ctx.seq_len > 512:
@@ -575,11 +697,15 @@ class _Context:
             if tc.precision == "bf16" and not hw.supports_bf16:
                 raise SpecError(
                     f"training_config.precision: bf16 is not supported on {hw.gpu_display} (pre-Ampere)",
-                    problems=["training_config.precision: use fp16 (with loss scaling) or a GPU with bf16 support"],
+                    problems=[
+                        "training_config.precision: use fp16 (with loss scaling) or a GPU with bf16 support"
+                    ],
                 )
             precision = put("precision", tc.precision, "set in the spec", "spec")
         elif hw.supports_bf16:
-            precision = put("precision", "bf16", f"{hw.gpu_display} supports bf16: fp32 range, no loss scaling")
+            precision = put(
+                "precision", "bf16", f"{hw.gpu_display} supports bf16: fp32 range, no loss scaling"
+            )
         else:
             precision = put(
                 "precision",
@@ -645,9 +771,13 @@ class _Context:
         if tc.epochs is not None:
             epochs = put("epochs", tc.epochs, "set in the spec", "spec")
         elif n < 1_000:
-            epochs = put("epochs", 5, f"{n} rows is small: more passes, early stopping guards overfitting")
+            epochs = put(
+                "epochs", 5, f"{n} rows is small: more passes, early stopping guards overfitting"
+            )
         elif n <= 100_000:
-            epochs = put("epochs", 3, f"{n} rows: 3 passes, the common choice in the seed's 10K-100K range")
+            epochs = put(
+                "epochs", 3, f"{n} rows: 3 passes, the common choice in the seed's 10K-100K range"
+            )
         elif n <= 500_000:
             epochs = put("epochs", 2, f"{n} rows: past 100K, fewer passes are enough")
         else:
@@ -667,9 +797,11 @@ class _Context:
             packing = put(
                 "packing",
                 task == "generation",
-                "raw text is concatenated into full blocks (no padding waste)"
-                if task == "generation"
-                else "examples are padded per batch so prompt masking stays exact",
+                (
+                    "raw text is concatenated into full blocks (no padding waste)"
+                    if task == "generation"
+                    else "examples are padded per batch so prompt masking stays exact"
+                ),
             )
         # Effective batch: sequences per optimizer step.
         if tc.batch_size is not None and tc.gradient_accumulation_steps is not None:
@@ -697,11 +829,19 @@ class _Context:
             save_total_limit=tc.save_total_limit or 2,
             decisions=decisions,
         )
-        put("lr_scheduler", ctx.lr_scheduler, "set in the spec" if tc.lr_scheduler else "cosine decay after warmup")
+        put(
+            "lr_scheduler",
+            ctx.lr_scheduler,
+            "set in the spec" if tc.lr_scheduler else "cosine decay after warmup",
+        )
         put(
             "warmup_ratio",
             ctx.warmup_ratio,
-            "set in the spec" if tc.warmup_ratio is not None else "3% of steps (the seed's instability ladder)",
+            (
+                "set in the spec"
+                if tc.warmup_ratio is not None
+                else "3% of steps (the seed's instability ladder)"
+            ),
         )
         put(
             "max_grad_norm",
@@ -716,14 +856,21 @@ class _Context:
         if method not in LORA_LIKE:
             return None
         planner, spec_lora = self.planner, self.planner.tc.lora
-        n = planner.stats.rows if planner.stats else (planner.spec.dataset.num_examples or DEFAULT_NUM_EXAMPLES)
+        n = (
+            planner.stats.rows
+            if planner.stats
+            else (planner.spec.dataset.num_examples or DEFAULT_NUM_EXAMPLES)
+        )
         task = planner.spec.task_type.value
         if spec_lora and spec_lora.r:
             r, r_why = spec_lora.r, "set in the spec"
         elif task == "classification":
             r, r_why = 8, "a simple single-domain task: rank 4-8 (the seed's guide)"
         elif task == "generation":
-            r, r_why = 64, "domain adaptation on raw text is a large change: rank 64 (the seed: 64-128)"
+            r, r_why = (
+                64,
+                "domain adaptation on raw text is a large change: rank 64 (the seed: 64-128)",
+            )
         elif n > 100_000:
             r, r_why = 32, f"general instruction tuning on {n} rows: the top of the 16-32 range"
         else:
@@ -737,26 +884,36 @@ class _Context:
             targets = resolve_target_modules(planner.arch, spec_lora.target_modules)
             t_why = "set in the spec"
         elif method == "qlora":
-            targets, t_why = "all-linear", "QLoRA adapts every linear layer to match 16-bit quality (QLoRA paper)"
+            targets, t_why = (
+                "all-linear",
+                "QLoRA adapts every linear layer to match 16-bit quality (QLoRA paper)",
+            )
         else:
             targets = resolve_target_modules(planner.arch, "recommended")
             t_why = "the attention projections (the seed's recommended set)"
         self.decisions.setdefault("lora.r", Decision(setting="lora.r", value=r, why=r_why))
         self.decisions.setdefault(
-            "lora.alpha", Decision(setting="lora.alpha", value=alpha, why="alpha = 2 x rank (the seed)")
+            "lora.alpha",
+            Decision(setting="lora.alpha", value=alpha, why="alpha = 2 x rank (the seed)"),
         )
         self.decisions.setdefault(
             "lora.dropout",
             Decision(
                 setting="lora.dropout",
                 value=dropout,
-                why="light regularization for under 10K rows" if dropout else "no dropout, the most common choice",
+                why=(
+                    "light regularization for under 10K rows"
+                    if dropout
+                    else "no dropout, the most common choice"
+                ),
             ),
         )
         self.decisions.setdefault(
             "lora.target_modules", Decision(setting="lora.target_modules", value=targets, why=t_why)
         )
-        return LoraPlan(r=r, alpha=alpha, dropout=dropout, target_modules=targets, use_dora=method == "dora")
+        return LoraPlan(
+            r=r, alpha=alpha, dropout=dropout, target_modules=targets, use_dora=method == "dora"
+        )
 
     def learning_rate_for(self, method: str) -> float:
         if self.planner.tc.learning_rate is not None:
@@ -823,9 +980,13 @@ class _Context:
         else:
             gc = method == "qlora"
             self.gc_why = (
-                "QLoRA runs with checkpointing (QLoRA paper)" if gc else "not needed: activations fit without it"
+                "QLoRA runs with checkpointing (QLoRA paper)"
+                if gc
+                else "not needed: activations fit without it"
             )
-        distributed = tc.distributed if tc.distributed != "auto" else ("none" if world == 1 else "ddp")
+        distributed = (
+            tc.distributed if tc.distributed != "auto" else ("none" if world == 1 else "ddp")
+        )
         if tc.distributed not in ("auto", "none") and world == 1 and tc.distributed == "ddp":
             distributed = "none"
         return _Draft(
@@ -839,6 +1000,8 @@ class _Context:
         )
 
 
-def plan_spec(spec: Spec, *, spec_name: str = "spec.yaml", strict: bool = False) -> tuple[Plan, list[Diagnostic]]:
+def plan_spec(
+    spec: Spec, *, spec_name: str = "spec.yaml", strict: bool = False
+) -> tuple[Plan, list[Diagnostic]]:
     """Plan a spec: the public entry point."""
     return Planner(spec, spec_name=spec_name, strict=strict).plan()

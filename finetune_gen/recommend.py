@@ -63,6 +63,7 @@ def candidates(planner: "Planner", *, method: str | None = None) -> list[Candida
         for count in GPU_COUNTS:
             trial = copy.copy(planner)
             trial.warnings, trial.diagnostics, trial.strict = [], [], False
+            trial.suggest_on_no_fit = False
             if method is not None:
                 trial.tc = trial.tc.model_copy(update={"method": method})
             if trial.tc.precision == "bf16" and not gpu.supports_bf16:

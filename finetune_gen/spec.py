@@ -12,7 +12,7 @@ import json
 import re
 from enum import Enum
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import (
@@ -20,6 +20,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -168,7 +169,18 @@ class TrainingConfig(_Strict):
 
 class HardwareSpec(_Strict):
     gpus: int = Field(1, gt=0, le=1024, description="GPUs per node.")
-    vram_per_gpu: float | None = Field(None, description='"24GB", "24 GiB", "80G" or a number of GB.')
+    vram_per_gpu: Annotated[
+        float | None,
+        WithJsonSchema(
+            {
+                "anyOf": [
+                    {"type": "number", "exclusiveMinimum": 0},
+                    {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*([GgMm][Ii]?[Bb]?)?\s*$"},
+                    {"type": "null"},
+                ]
+            }
+        ),
+    ] = Field(None, description='"24GB", "24 GiB", "80G" or a number of GB.')
     gpu_type: str | None = Field(None, description="A catalog name: a100_80gb, h100_80gb, rtx_4090, t4, ...")
     nodes: int = Field(1, gt=0, le=1024)
     price_per_gpu_hour: float | None = Field(None, ge=0, description="USD; overrides the catalog price.")
@@ -188,6 +200,11 @@ class Spec(_Strict):
     trust_remote_code: bool = False
     output_dir: str = Field("outputs", description="Where train.py writes checkpoints and the result.")
     run_name: str | None = None
+
+    @field_validator("training_config", mode="before")
+    @classmethod
+    def _empty_section(cls, value: Any) -> Any:
+        return {} if value is None else value  # a section whose keys are all commented out
 
     @field_validator("base_model", "output_dir")
     @classmethod

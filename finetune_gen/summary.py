@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -43,7 +44,7 @@ def summary_text(plan: Plan, resources: Resources, *, detailed: bool = False) ->
         f"{est['storage']} disk · ${est['cost_usd']:,.2f}"
     )
 
-    table = Table(title="Decisions" if detailed else None, show_lines=False, expand=False)
+    table = Table(title="Decisions" if detailed else None, box=box.SIMPLE_HEAD, expand=False)
     table.add_column("setting", no_wrap=True)
     table.add_column("value", max_width=28)
     table.add_column("why", ratio=1)
@@ -55,7 +56,7 @@ def summary_text(plan: Plan, resources: Resources, *, detailed: bool = False) ->
     console.print(table)
 
     if detailed:
-        memory = Table(title="Peak GPU memory per GPU (GB)")
+        memory = Table(title="Peak GPU memory per GPU (GB)", box=box.SIMPLE_HEAD)
         memory.add_column("part")
         memory.add_column("GB", justify="right")
         for part, gigabytes in est["gpu_memory_breakdown_gb"].items():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -44,18 +45,21 @@ def test_json_output_object_matches_the_contract():
 
 
 def test_generated_files_parse_and_load(tmp_path):
-    run_cli("generate", EXAMPLE, "-o", tmp_path, check=True)
-    for path in tmp_path.iterdir():
+    shutil.copytree(ROOT / "examples", tmp_path / "examples")
+    run_cli("generate", EXAMPLE, "-o", "examples/run", cwd=tmp_path, check=True)
+    out = tmp_path / "examples" / "run"
+    for path in out.iterdir():
         if path.suffix == ".py":
             ast.parse(path.read_text())
         elif path.suffix in (".yaml", ".yml"):
             assert yaml.safe_load(path.read_text())
         elif path.suffix == ".json":
             json.loads(path.read_text())
-    subprocess.run(["bash", "-n", str(tmp_path / "launch.sh")], check=True)
-    assert os.access(tmp_path / "launch.sh", os.X_OK)
-    text = "".join(p.read_text() for p in tmp_path.iterdir())
-    assert str(ROOT) not in text, "generated files must not hold absolute paths of this machine"
+    subprocess.run(["bash", "-n", str(out / "launch.sh")], check=True)
+    assert os.access(out / "launch.sh", os.X_OK)
+    text = "".join(p.read_text() for p in out.iterdir())
+    assert str(tmp_path) not in text, "generated files must not hold absolute paths of this machine"
+    assert '"../data/alpaca_sample.jsonl"' in (out / "train.py").read_text()
 
 
 def test_spec_strings_stay_literals(tmp_path):

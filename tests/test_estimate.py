@@ -34,7 +34,7 @@ from finetune_gen.params import ParamCounts, count_params, trainable_params
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-import estimate_accuracy  # noqa: E402
+import estimate_accuracy
 
 GIB = 2**30
 LLAMA2_7B = resolve_model("meta-llama/Llama-2-7b-hf").architecture
@@ -44,15 +44,15 @@ COUNTS_8B = count_params(LLAMA31_8B)
 
 
 def lora_shape(**kw) -> TrainingShape:
-    base = dict(
-        method="lora",
-        trainable_params=trainable_params(LLAMA31_8B, "lora", target_modules="all-linear", r=16),
-        precision="bf16",
-        micro_batch_size=2,
-        seq_len=2048,
-        gradient_checkpointing=True,
-        optimizer="adamw_torch_fused",
-    )
+    base = {
+        "method": "lora",
+        "trainable_params": trainable_params(LLAMA31_8B, "lora", target_modules="all-linear", r=16),
+        "precision": "bf16",
+        "micro_batch_size": 2,
+        "seq_len": 2048,
+        "gradient_checkpointing": True,
+        "optimizer": "adamw_torch_fused",
+    }
     base.update(kw)
     return TrainingShape(**base)
 
@@ -129,7 +129,9 @@ def test_nf4_double_quant_saving_matches_litgpt():
         counts = count_params(arch)
         shape = TrainingShape(
             method="qlora",
-            trainable_params=trainable_params(arch, "qlora", target_modules=["q_proj", "v_proj"], r=8),
+            trainable_params=trainable_params(
+                arch, "qlora", target_modules=["q_proj", "v_proj"], r=8
+            ),
             precision="bf16",
             micro_batch_size=1,
             seq_len=1304,
@@ -178,7 +180,6 @@ def test_deepspeed_zero2_doc_example_t5_3b():
     assert _model_states(est) * 1e9 / GIB == pytest.approx(15.93, abs=0.01)
     off = estimate_memory(LLAMA2_7B, counts, replace(shape, cpu_offload="optimizer"))
     assert _model_states(off) * 1e9 / GIB == pytest.approx(5.31, abs=0.01)
-    assert off.cpu_ram_gb > est.cpu_ram_gb * 0  # offloaded state lands in host memory
     assert off.cpu_ram_gb * 1e9 >= counts.total * 16 * 1.5
 
 
@@ -237,35 +238,21 @@ def test_lora_adapters_cost_16_bytes_each_with_adamw():
     assert est.weights_gb == pytest.approx(2 * COUNTS_8B.total / 1e9)
 
 
-def test_activation_coefficient_matches_hf_saved_tensor_measurement():
-    """Full-FT Llama layer, bf16 autocast, SDPA: 47.67 B/(token x hidden) measured with
-    ``python benchmarks/estimate_accuracy.py --saved-tensors`` (h=1024, i=2752, s=256)."""
-    from finetune_gen.architecture import Architecture
-    from finetune_gen.estimate import _layer_activation_bytes
+# Measured on the CPU with ``python benchmarks/estimate_accuracy.py --saved-tensors``
+# (transformers 5.24, peft 0.21, torch 2.13): bytes autograd keeps per token per decoder layer,
+# divided by hidden_size, for a Llama layer with h=1024, i=2752, head_dim 128.
+HF_SAVED_TENSORS_MEASURED = {
+    ("full", 8): 45.54,
+    ("full", 2): 42.54,
+    ("lora_qv", 8): 36.73,
+    ("lora_qv", 2): 33.63,
+}
 
-    arch = Architecture.from_config(
-        {
-            "model_type": "llama",
-            "hidden_size": 1024,
-            "intermediate_size": 2752,
-            "num_hidden_layers": 4,
-            "num_attention_heads": 8,
-            "num_key_value_heads": 8,
-            "vocab_size": 4096,
-            "hidden_act": "silu",
-        }
-    )
-    full = TrainingShape(
-        method="full",
-        trainable_params=1,
-        precision="bf16",
-        micro_batch_size=1,
-        seq_len=256,
-        gradient_checkpointing=False,
-        optimizer="adamw_torch",
-    )
-    per_h = _layer_activation_bytes(arch, full, trainable=True) / 1024
-    assert per_h == pytest.approx(47.67, rel=0.01)
+
+@pytest.mark.parametrize("key", sorted(HF_SAVED_TENSORS_MEASURED))
+def test_activation_coefficient_matches_hf_saved_tensor_measurement(key):
+    modelled = estimate_accuracy.modelled_saved_tensors()[key]
+    assert modelled == pytest.approx(HF_SAVED_TENSORS_MEASURED[key], rel=0.02)
 
 
 def test_logits_dominate_for_big_vocabularies():
@@ -394,7 +381,12 @@ def test_breakdown_keys():
 
 # ---------------------------------------------------------------------------- properties
 
-MODELS = ["meta-llama/Llama-3.2-1B", "Qwen/Qwen2.5-7B", "google/gemma-2-2b", "openai-community/gpt2"]
+MODELS = [
+    "meta-llama/Llama-3.2-1B",
+    "Qwen/Qwen2.5-7B",
+    "google/gemma-2-2b",
+    "openai-community/gpt2",
+]
 ARCHS = {m: resolve_model(m).architecture for m in MODELS}
 COUNTS = {m: count_params(a) for m, a in ARCHS.items()}
 
@@ -410,7 +402,9 @@ def shapes(draw):
     method = draw(methods)
     dist = draw(st.sampled_from(["none", "ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3"]))
     world = 1 if dist == "none" else draw(st.sampled_from([1, 2, 4, 8, 16]))
-    offload = "none" if dist in ("none", "ddp") else draw(st.sampled_from(["none", "optimizer", "all"]))
+    offload = (
+        "none" if dist in ("none", "ddp") else draw(st.sampled_from(["none", "optimizer", "all"]))
+    )
     shape = TrainingShape(
         method=method,
         trainable_params=draw(st.integers(0, COUNTS[model].total)),
@@ -487,7 +481,9 @@ def test_higher_lora_rank_never_needs_less(model, method, r1, r2):
 
 
 @settings(max_examples=150, deadline=None)
-@given(shapes(), st.sampled_from(["fsdp", "deepspeed_zero3"]), st.integers(1, 64), st.integers(1, 64))
+@given(
+    shapes(), st.sampled_from(["fsdp", "deepspeed_zero3"]), st.integers(1, 64), st.integers(1, 64)
+)
 def test_more_gpus_with_full_sharding_never_need_more_per_gpu(ms, dist, n1, n2):
     model, shape = ms
     lo, hi = sorted((n1, n2))

@@ -25,10 +25,15 @@ from finetune_gen.errors import SpecError  # noqa: E402
 from finetune_gen.params import (  # noqa: E402
     adapts_fused_experts,
     count_params,
+    is_exact,
     linear_shapes,
     lokr_factorization,
     resolve_target_modules,
     trainable_params,
+)
+
+pytestmark = pytest.mark.filterwarnings(
+    "ignore::FutureWarning", "ignore:.*did not match any targeted module:RuntimeWarning"
 )
 
 ALL_IDS = [m.id for m in list_models()]
@@ -113,6 +118,49 @@ def test_total_matches_transformers(model_id):
     assert counts.largest_layer == max(counts.per_layer, counts.embedding, counts.lm_head)
 
 
+SYNTHETIC = [
+    {"model_type": "llama", "attention_bias": True, "mlp_bias": True, "head_dim": 32},
+    {"model_type": "llama", "tie_word_embeddings": True},
+    {"model_type": "gemma", "head_dim": 48},
+    {"model_type": "qwen3", "attention_bias": True, "tie_word_embeddings": False},
+    {"model_type": "qwen2", "tie_word_embeddings": False},
+    {"model_type": "mistral", "head_dim": 40},
+    {"model_type": "phi3", "num_key_value_heads": 2, "pad_token_id": 0},
+    {"model_type": "qwen3", "head_dim": None},
+    {"model_type": "gemma", "head_dim": None},
+    {"model_type": "gemma2", "head_dim": 24, "tie_word_embeddings": False},
+    {"model_type": "gemma3_text", "head_dim": 24},
+    {"model_type": "mixtral", "num_local_experts": 4, "num_experts_per_tok": 2},
+    {"model_type": "gpt2", "n_embd": 64, "n_layer": 2, "n_head": 4, "n_inner": 96},
+]
+
+
+@pytest.mark.parametrize("overrides", SYNTHETIC, ids=lambda o: "-".join(map(str, o.values())))
+def test_shape_keys_on_small_configs(overrides):
+    """Keys that change shapes (biases, head_dim, ties, experts), beyond the catalog's values."""
+    base = {
+        "hidden_size": 64,
+        "intermediate_size": 96,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "vocab_size": 128,
+        "max_position_embeddings": 64,
+    }
+    cfg = {**base, **overrides} if overrides["model_type"] != "gpt2" else dict(overrides)
+    cfg = {k: v for k, v in cfg.items() if v is not None}  # None: the config class's default
+    cfg.setdefault("vocab_size", 128)
+    arch = Architecture.from_config(cfg)
+    assert is_exact(arch)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**cfg))
+    assert count_params(arch).total == model.num_parameters()
+    targets = "all-linear"
+    with torch.device("meta"):
+        pm = peft.get_peft_model(model, peft.LoraConfig(r=4, target_modules=targets))
+    assert trainable_params(arch, "lora", target_modules=targets, r=4) == _trainable(pm)
+
+
 def test_linear_shapes_match_modules():
     for model_id in PEFT_SUBSET:
         model = _meta_model(model_id)
@@ -153,6 +201,10 @@ def test_mixtral_experts_are_fused_parameters():
     model = _meta_model("mistralai/Mixtral-8x7B-v0.1")
     with torch.device("meta"), pytest.raises(ValueError, match="use_dora"):
         peft.get_peft_model(model, peft.LoraConfig(target_modules="all-linear", use_dora=True))
+    model = _meta_model("mistralai/Mixtral-8x7B-v0.1")
+    with torch.device("meta"), pytest.raises(ValueError, match="lora_dropout"):
+        cfg = peft.LoraConfig(target_modules="all-linear", lora_dropout=0.05)
+        peft.get_peft_model(model, cfg)
 
 
 @pytest.mark.parametrize("model_id", PEFT_SUBSET)
@@ -304,11 +356,12 @@ def test_sequence_classification_trainable_matches_peft(model_id, method, target
     assert ours == _peft_count(model_id, method, peft_targets, task=task)
 
 
-@pytest.mark.parametrize("model_id", PEFT_SUBSET)
-@pytest.mark.parametrize("task", ["causal_lm", "sequence_classification"])
+@pytest.mark.parametrize(
+    "model_id,task",
+    [(m, "causal_lm") for m in PEFT_SUBSET]
+    + [(m, "sequence_classification") for m in PEFT_SUBSET if m in SEQ_CLS],
+)
 def test_freeze_and_full(model_id, task):
-    if task == "sequence_classification" and model_id not in SEQ_CLS:
-        pytest.skip("sequence classification is checked on a few models")
     model = _meta_model(model_id, task)
     assert trainable_params(_arch(model_id), "full", task=task) == _trainable(model)
     # The simple implementation: requires_grad only on the top N layers and the final norm
