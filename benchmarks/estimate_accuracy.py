@@ -371,8 +371,10 @@ def mape(results: list[RowResult], stack: str | None = None) -> float | None:
 
 def render(results: list[RowResult]) -> str:
     lines = [
-        (f"{'row':7} {'model':14} {'method':32} {'stack':9} {'measured':>9} {'estimate':>9} "
-        f"{'unit':4} {'error':>7} {'tol':>5}"),
+        (
+            f"{'row':7} {'model':14} {'method':32} {'stack':9} {'measured':>9} {'estimate':>9} "
+            f"{'unit':4} {'error':>7} {'tol':>5}"
+        ),
     ]
     for r in results:
         if not r.included:

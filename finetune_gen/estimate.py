@@ -78,21 +78,33 @@ RAW_BYTES_PER_TOKEN = 4  # ~4 characters of English text per token when the file
 HF_SHARD_GB = 5.0  # transformers' default max_shard_size for hub checkpoints
 
 ASSUMPTIONS: list[str] = [
-    ("GPU memory is the estimated torch.cuda.max_memory_allocated() plus "
-    f"{CUDA_CONTEXT_GB:.2f} GB of CUDA context (HF docs 'Model training anatomy': 1,343 MiB); "
-    "PyTorch's caching allocator reserves 5-20% more than it allocates, so keep headroom"),
+    (
+        "GPU memory is the estimated torch.cuda.max_memory_allocated() plus "
+        f"{CUDA_CONTEXT_GB:.2f} GB of CUDA context (HF docs 'Model training anatomy': 1,343 MiB); "
+        "PyTorch's caching allocator reserves 5-20% more than it allocates, so keep headroom"
+    ),
     "attention runs through SDPA / FlashAttention-2: no sequence x sequence score matrix is stored",
-    ("activations are counted tensor by tensor as PyTorch autograd saves them for the Hugging Face "
-    "decoder layer (RMSNorm fp32 upcast, q/k/v/output kept by SDPA, SwiGLU gate/up/product); "
-    "frozen Linear layers save no input"),
-    ("the loss upcasts logits to fp32 (transformers ForCausalLMLoss): about 12 bytes x vocabulary "
-    "per token at the start of the backward pass"),
-    ("with gradient checkpointing each decoder layer keeps only its input; one layer is recomputed "
-    "at a time during the backward pass"),
-    ("gradients from earlier micro-batches stay allocated during the next forward/backward "
-    "(gradient accumulation), so gradients and activations are added"),
-    ("paged optimizers (paged_adamw_*) are counted as if their state stayed on the GPU; paging to "
-    "CPU RAM only happens under memory pressure, which the plan avoids"),
+    (
+        "activations are counted tensor by tensor as PyTorch autograd saves them for the Hugging Face "
+        "decoder layer (RMSNorm fp32 upcast, q/k/v/output kept by SDPA, SwiGLU gate/up/product); "
+        "frozen Linear layers save no input"
+    ),
+    (
+        "the loss upcasts logits to fp32 (transformers ForCausalLMLoss): about 12 bytes x vocabulary "
+        "per token at the start of the backward pass"
+    ),
+    (
+        "with gradient checkpointing each decoder layer keeps only its input; one layer is recomputed "
+        "at a time during the backward pass"
+    ),
+    (
+        "gradients from earlier micro-batches stay allocated during the next forward/backward "
+        "(gradient accumulation), so gradients and activations are added"
+    ),
+    (
+        "paged optimizers (paged_adamw_*) are counted as if their state stayed on the GPU; paging to "
+        "CPU RAM only happens under memory pressure, which the plan avoids"
+    ),
     "GB means 10^9 bytes throughout",
 ]
 

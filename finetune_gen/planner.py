@@ -22,7 +22,13 @@ from .catalog import GPU, ResolvedModel, get_gpu, guess_gpu, list_gpus, resolve_
 from .data_stats import DatasetStats, is_local_file, read_stats, resolve_columns
 from .errors import NoFitError, SpecError
 from .estimate import TrainingShape, estimate_memory
-from .params import ParamCounts, count_params, resolve_target_modules, trainable_params
+from .params import (
+    ParamCounts,
+    adapts_fused_experts,
+    count_params,
+    resolve_target_modules,
+    trainable_params,
+)
 from .prompts import FORMAT_OVERHEAD_TOKENS
 from .plan import (
     DatasetPlan,
@@ -206,7 +212,8 @@ class Planner:
         return trainable_params(
             self.arch,
             method,
-            target_modules=lora.target_modules if lora else "all-linear",
+            # IA3 without a LoRA plan uses peft's per-architecture defaults (IA3Config()).
+            target_modules=lora.target_modules if lora else (None if method == "ia3" else "all-linear"),
             r=lora.r if lora else 16,
             num_virtual_tokens=virtual_tokens,
             freeze_trainable_layers=freeze_layers,
@@ -515,12 +522,7 @@ class Planner:
         total_steps = max(1, math.ceil(steps_per_epoch * ctx.epochs))
         eval_steps = max(1, min(500, math.ceil(total_steps / 10)))
         logging_steps = max(1, min(10, math.ceil(total_steps / 50)))
-        if ctx.packing and data.eval_split > 0 and data.num_examples * data.eval_split < 10:
-            self.warn(
-                "packing with a tiny eval split",
-                "fewer than 10 evaluation rows pack into one or two sequences; eval_loss will be noisy",
-                "dataset.eval_split",
-            )
+        self.check_combinations(ctx, draft, data)
         decisions = dict(ctx.decisions)
         decisions.update(draft.decisions)
         self._decide_final(decisions, draft, ctx, effective)
@@ -571,6 +573,45 @@ class Planner:
             fallbacks_applied=draft.fallbacks,
             warnings=list(self.warnings),
         )
+
+    def check_combinations(self, ctx: "_Context", draft: _Draft, data: DatasetPlan) -> None:
+        """Known-bad combinations, reported at plan time with their fix instead of at run time."""
+        eval_rows = round(data.num_examples * data.eval_split)
+        if ctx.packing and data.eval_split > 0 and eval_rows < 10:
+            self.warn(
+                "packing with a tiny eval split",
+                f"{eval_rows} evaluation rows pack into one or two sequences, so eval_loss is noise; "
+                "raise dataset.eval_split or turn packing off",
+                "dataset.eval_split",
+            )
+        if data.eval_split > 0 and eval_rows < ctx.world_size:
+            self.warn(
+                "the eval split leaves some GPUs without an eval batch",
+                f"{eval_rows} evaluation rows for {ctx.world_size} GPUs; raise dataset.eval_split",
+                "dataset.eval_split",
+            )
+        sharded = draft.distributed in ("deepspeed_zero3", "fsdp")
+        if draft.method == "qlora" and sharded:
+            self.warn(
+                "QLoRA with sharded weights",
+                "4-bit weights are stored as bf16/fp16 (bnb_4bit_quant_storage) so ZeRO-3/FSDP can shard "
+                "them; with the default uint8 storage the run fails at start-up",
+                "training_config.distributed",
+            )
+        if sharded and draft.method != "full":
+            self.warn(
+                "adapters from sharded checkpoints",
+                "intermediate checkpoints hold sharded states; merge the final adapter saved in "
+                f"{self.spec.output_dir}/ (gathered at save time), not a checkpoint-* folder",
+                "training_config.distributed",
+            )
+        if draft.method in ("prefix_tuning", "prompt_tuning") and draft.gradient_checkpointing:
+            self.warn(
+                f"{draft.method} with gradient checkpointing",
+                "virtual tokens live in the attention cache, which checkpointing disables in some "
+                "models; if training fails, turn gradient_checkpointing off and lower the micro-batch",
+                "training_config.gradient_checkpointing",
+            )
 
     def _decide_final(
         self, decisions: dict[str, Decision], draft: _Draft, ctx: "_Context", effective: int
@@ -891,6 +932,11 @@ class _Context:
         else:
             targets = resolve_target_modules(planner.arch, "recommended")
             t_why = "the attention projections (the seed's recommended set)"
+        if dropout and adapts_fused_experts(planner.arch, method, targets):
+            dropout = 0.0  # peft cannot apply dropout to fused MoE expert tensors (Mixtral in transformers 5)
+            self.decisions["lora.dropout"] = Decision(
+                setting="lora.dropout", value=0.0, why="fused MoE experts are adapted: peft requires dropout 0"
+            )
         self.decisions.setdefault("lora.r", Decision(setting="lora.r", value=r, why=r_why))
         self.decisions.setdefault(
             "lora.alpha",
