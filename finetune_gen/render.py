@@ -139,6 +139,18 @@ def training_arguments(plan: Plan) -> dict[str, Any]:
         args["ddp_find_unused_parameters"] = False
     if plan.distributed.startswith("deepspeed"):
         args["deepspeed"] = f"ds_{plan.distributed.removeprefix('deepspeed_')}.json"
+    if plan.distributed == "fsdp":
+        # FSDP2, one unit per decoder layer. Its own activation checkpointing replaces the
+        # Trainer's (checkpointing twice breaks the backward pass).
+        args["fsdp"] = True
+        args["fsdp_config"] = {
+            "version": 2,
+            "transformer_layer_cls_to_wrap": [plan.decoder_layer_class],
+            "cpu_ram_efficient_loading": True,
+            "cpu_offload": plan.cpu_offload != "none",
+            "activation_checkpointing": plan.gradient_checkpointing,
+        }
+        args["gradient_checkpointing"] = False
     return args
 
 
