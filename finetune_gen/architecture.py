@@ -24,6 +24,8 @@ FAMILIES: dict[str, dict[str, Any]] = {
     "gemma3_text": {"layer": "Gemma3DecoderLayer", "linears": _LLAMA_LINEARS},
     "mixtral": {"layer": "MixtralDecoderLayer", "linears": ("q_proj", "k_proj", "v_proj", "o_proj")},
     "phi3": {"layer": "Phi3DecoderLayer", "linears": ("qkv_proj", "o_proj", "gate_up_proj", "down_proj")},
+    # phi-1, phi-1.5, phi-2: one LayerNorm feeding attention and MLP in parallel, biases everywhere.
+    "phi": {"layer": "PhiDecoderLayer", "linears": ("q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2")},
     "gpt2": {"layer": "GPT2Block", "linears": ("c_attn", "c_proj", "c_fc")},
     "falcon": {
         "layer": "FalconDecoderLayer",
@@ -54,6 +56,7 @@ TARGET_PRESETS: dict[str, dict[str, list[str]]] = {
     "gemma3_text": _LLAMA_TARGETS,
     "mixtral": _LLAMA_TARGETS,
     "phi3": {"minimal": ["qkv_proj"], "recommended": ["qkv_proj", "o_proj"]},
+    "phi": {"minimal": ["q_proj", "v_proj"], "recommended": ["q_proj", "k_proj", "v_proj", "dense"]},
     "gpt2": {"minimal": ["c_attn"], "recommended": ["c_attn", "c_proj"]},
     "falcon": {"minimal": ["query_key_value"], "recommended": ["query_key_value", "dense"]},
 }

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .architecture import Architecture
-from .params import ParamCounts, linear_shapes
+from .params import _IA3_TARGETS, ParamCounts, linear_shapes
 
 GB = 1e9
 
@@ -50,6 +50,11 @@ INT8_BYTES = 1.0  # LLM.int8 weight; its per-row fp32 scale is < 0.1% and ignore
 # bitsandbytes 8-bit optimizers: one uint8 per state element plus an fp32 absmax per
 # 256-element block (blockwise dynamic quantization), two states for Adam (section 1.2).
 BNB_8BIT_STATE_BYTES = 2 * (1 + 4 / 256)
+# transformers' Trainer registers every nn.Embedding weight for 32-bit states under a
+# bitsandbytes 8-bit optimizer (GlobalOptimManager.register_module_override(..., optim_bits=32)).
+# The check matched no optimizer class from transformers 4.31 until PR #37331 (April 2025);
+# since then it applies to all bnb 8-bit optimizers: fp32 m and v, 8 B per embedding parameter.
+BNB_32BIT_STATE_BYTES = 8.0
 # HF docs "Model training anatomy": 1,343 MiB of CUDA context and kernels before any tensor.
 CUDA_CONTEXT_GB = 1343 * 2**20 / GB
 # EleutherAI cookbook: DeepSpeed ZeRO adds its all-gather/reduce buckets,
@@ -156,6 +161,14 @@ class TrainingShape:
     # bitsandbytes releases of 2023 (e.g. 0.41) saved each 4-bit matmul's input for backward
     # (``ctx.tensors = (A, B)``); current ones save only the weight. Only for old measurements.
     quant_linear_saves_input: bool = False
+    # The forward runs under torch.autocast (the HF Trainer with bf16=True/fp16=True). CUDA
+    # autocast runs layer_norm and pow in fp32, which changes what LayerNorm/GELU models keep.
+    # False: a pure 16-bit stack without autocast (litgpt "bf16-true", torchtune), whose
+    # adapters are 16 bit too.
+    autocast: bool = True
+    # transformers >= 4.52 (PR #37331) keeps the embedding's states in fp32 under bnb 8-bit
+    # optimizers; the 2024 releases (4.31-4.51) did not. Only for old measurements.
+    bnb_embedding_fp32_state: bool = True
     num_labels: int = 2
 
     @property
@@ -282,7 +295,8 @@ def _adapted_shapes(arch: Architecture, shape: TrainingShape):
     shapes = [s for s in linear_shapes(arch) if s.adaptable]
     target = shape.target_modules
     if shape.method == "ia3" and target is None:
-        target = ("k_proj", "v_proj", "down_proj")  # peft's IA3 default for Llama-style models
+        # peft's IA3 default for the model type (Llama-style models: k, v, down)
+        target = tuple(_IA3_TARGETS.get(arch.model_type, _IA3_TARGETS["llama"])[0])
     if target is None or (isinstance(target, str) and target.lower() in ("all-linear", "all")):
         return shapes
     names = {target} if isinstance(target, str) else {t.split(".")[-1] for t in target}
@@ -315,6 +329,92 @@ def _residual_bytes(shape: TrainingShape) -> int:
     return 2
 
 
+# Families whose decoder layer uses LayerNorm and a non-gated GELU MLP (everything else is
+# counted as a Llama-style RMSNorm + gated MLP layer). "phi" runs attention and MLP in parallel
+# off one LayerNorm; gpt2 and falcon are counted as two sequential LayerNorm sub-blocks.
+_LAYERNORM_FAMILIES = ("gpt2", "phi", "falcon")
+_GEMMA_NORM_FAMILIES = ("gemma", "gemma2", "gemma3_text")
+# Residual dropout probability when config.json does not give it (the config classes' defaults).
+_DEFAULT_RESID_PDROP = {"gpt2": 0.1}
+
+
+def _fp32_autocast_ops(shape: TrainingShape) -> bool:
+    """Whether CUDA autocast's fp32 policy applies (layer_norm, pow, softmax run in fp32)."""
+    return shape.autocast and shape.precision != "fp32"
+
+
+def _activation_fn(arch: Architecture) -> str:
+    cfg = arch.config or {}
+    return str(
+        cfg.get("hidden_act") or cfg.get("activation_function") or cfg.get("hidden_activation") or ""
+    )
+
+
+def _gelu_bytes(arch: Architecture, shape: TrainingShape, i: int) -> float:
+    """Bytes per token kept by a non-gated MLP's activation of width ``i``.
+
+    ``gelu_new`` (transformers' NewGELUActivation, gpt2 and phi) is eager:
+    0.5 * x * (1 + tanh(c * (x + 0.044715 * pow(x, 3)))). It keeps x for pow, tanh's output,
+    0.5 * x and 1 + tanh for the final product. CUDA autocast runs pow in fp32, so x is kept as
+    an fp32 copy and tanh, 1 + tanh are fp32 too: (3 * 4 + ab) * i. Without autocast all four
+    are 16 bit: 4 * ab * i. Every other activation is one op that keeps its input: ab * i.
+    """
+    ab = _compute_bytes(shape)
+    if _activation_fn(arch) == "gelu_new":
+        return (12 + ab) * i if _fp32_autocast_ops(shape) else 4 * ab * i
+    return ab * i
+
+
+def _resid_dropout(arch: Architecture) -> float:
+    cfg = arch.config or {}
+    p = cfg.get("resid_pdrop")
+    if p is None:
+        p = cfg.get("hidden_dropout")
+    if p is None:
+        p = _DEFAULT_RESID_PDROP.get(arch.model_type, 0.0)
+    return float(p)
+
+
+def _layernorm_block_bytes(arch: Architecture, shape: TrainingShape, trainable: bool) -> float:
+    """Bytes per token kept by one LayerNorm + GELU-MLP layer (gpt2, phi, falcon), no adapters.
+
+    Counted tensor by tensor from the transformers 5 modelling code under CUDA autocast:
+
+    * LayerNorm (``native_layer_norm``) keeps its input, mean and rstd (fp32, 8 B). Autocast
+      runs layer_norm in fp32, so the kept input is an fp32 copy (4h) and the output is fp32;
+      without autocast it is the 16-bit residual (ab * h). A trained weight adds nothing.
+    * SDPA / FlashAttention keep q, k, v, the output and an fp32 logsumexp, as for Llama.
+    * the GELU MLP: :func:`_gelu_bytes`; residual dropout keeps a 1-byte mask per call on CUDA.
+    * trained Linear weights keep their input. Under autocast each Linear that reads the fp32
+      LayerNorm output makes its own 16-bit copy (autocast caches casts of weights only), so
+      phi's q, k, v and fc1 keep four copies; without autocast they share one. phi's
+      ``dense`` keeps a copy of the attention output: the partial-rotary ``torch.cat`` makes q
+      contiguous in [batch, heads, seq, dim], the kernels return the output in that layout and
+      ``transpose(1, 2).contiguous()`` copies it (Llama's output needs no copy).
+    """
+    ab = _compute_bytes(shape)
+    h, i = arch.hidden_size, arch.intermediate_size
+    q_w = arch.num_attention_heads * arch.head_dim
+    kv_w = arch.num_key_value_heads * arch.head_dim
+    fp32_ops = _fp32_autocast_ops(shape)
+    ln_in = 4 if fp32_ops else _residual_bytes(shape)
+    parallel = arch.family == "phi"
+    n_norms = 1 if parallel else 2
+    total = n_norms * (ln_in * h + 8)
+    total += ab * (q_w + 2 * kv_w) + ab * q_w + 4 * arch.num_attention_heads
+    total += _gelu_bytes(arch, shape, i)
+    if _resid_dropout(arch) > 0:
+        total += 2 * h  # attention-output and MLP-output dropout masks (CUDA: 1 B per element)
+    if trainable or (shape.quant_linear_saves_input and _is_quantized(shape)):
+        # Linears reading a LayerNorm output: phi q, k, v, fc1; gpt2/falcon c_attn and c_fc
+        readers = 4 if parallel else 2
+        copies = readers if (fp32_ops and ab == 2) else (1 if parallel else 2)
+        total += ab * h * copies + ab * i  # + the MLP's output projection (fc2, c_proj)
+        if parallel:
+            total += ab * q_w  # dense's input: the copied attention output
+    return float(total)
+
+
 def _layer_activation_bytes(arch: Architecture, shape: TrainingShape, trainable: bool) -> float:
     """Bytes per token that autograd keeps for one decoder layer (no checkpointing).
 
@@ -325,55 +425,70 @@ def _layer_activation_bytes(arch: Architecture, shape: TrainingShape, trainable:
     q_w = arch.num_attention_heads * arch.head_dim
     kv_w = arch.num_key_value_heads * arch.head_dim
     family = arch.family
-    layer_norm = family in ("gpt2", "falcon")
-    n_norms = 4 if family in ("gemma2", "gemma3_text") else 2
-    # RMSNorm: hidden.to(float32) is kept by pow() and the rsqrt multiply (4 B); a trainable
-    # weight also keeps the normalized tensor (ab B). LayerNorm keeps its input.
-    per_norm = (ab if layer_norm else 4) * h + (ab * h if trainable else 0)
-    total = n_norms * per_norm
-    if family in ("qwen3", "gemma3_text"):
-        total += 4 * (q_w + kv_w)  # q_norm/k_norm over the head dimension, fp32 upcast
-    # SDPA / FlashAttention keep q and k after RoPE, v, the output and an fp32 logsumexp.
-    total += ab * (q_w + 2 * kv_w) + ab * q_w + 4 * arch.num_attention_heads
-    gated = family not in ("gpt2", "falcon")
-    act = str(arch.config.get("hidden_act") or arch.config.get("activation_function") or "")
     experts = max(1, arch.num_experts_per_tok) if arch.num_experts else 1
-    if gated:
-        mlp = 3 * ab * i  # act(gate) keeps gate, the product keeps act(gate) and up
+    if family in _LAYERNORM_FAMILIES:
+        total = _layernorm_block_bytes(arch, shape, trainable)
     else:
-        mlp = (4 if act == "gelu_new" else 1) * ab * i  # gelu_new is four eager elementwise ops
-    total += experts * mlp
-    # Inputs kept for weight gradients (trainable layers), or by 2023 bitsandbytes matmuls:
-    # q/k/v share one input, gate/up another, down_proj its own. o_proj's input is the SDPA
-    # output itself (the kernels return it in [batch, seq, heads, dim] layout, so the
-    # transpose(1, 2).contiguous() in transformers copies nothing): already counted above.
-    if trainable or (shape.quant_linear_saves_input and _is_quantized(shape)):
-        total += ab * 2 * h + experts * ab * i
+        n_norms = 4 if family in ("gemma2", "gemma3_text") else 2
+        # RMSNorm: hidden.to(float32) is kept by pow() and the rsqrt multiply (4 B). A trained
+        # weight also keeps the normalized tensor: Llama multiplies the 16-bit cast (ab B),
+        # Gemma multiplies in fp32 before casting, (x * (1 + w)).type_as(x), so keeps 4 B.
+        norm_w = (4 if family in _GEMMA_NORM_FAMILIES else ab) * h if trainable else 0
+        total = n_norms * (4 * h + norm_w)
+        if family in ("qwen3", "gemma3_text"):
+            total += 4 * (q_w + kv_w)  # q_norm/k_norm over the head dimension, fp32 upcast
+        # SDPA / FlashAttention keep q and k after RoPE, v, the output and an fp32 logsumexp.
+        total += ab * (q_w + 2 * kv_w) + ab * q_w + 4 * arch.num_attention_heads
+        # gated MLP: act(gate) keeps gate, the product keeps act(gate) and up
+        total += experts * 3 * ab * i
+        # Inputs kept for weight gradients (trainable layers), or by 2023 bitsandbytes matmuls:
+        # q/k/v share one input, gate/up another, down_proj its own. o_proj's input is the SDPA
+        # output itself (the kernels return it in [batch, seq, heads, dim] layout, so the
+        # transpose(1, 2).contiguous() in transformers copies nothing): already counted above.
+        if trainable or (shape.quant_linear_saves_input and _is_quantized(shape)):
+            total += ab * 2 * h + experts * ab * i
     if shape.method in ADAPTER_METHODS:
         drop = 1 if shape.lora_dropout > 0 else 0  # bool dropout mask
+        rank = _effective_rank(arch, shape)
         for s in _adapted_shapes(arch, shape):
             cnt = s.count
             if shape.method in ("lora", "qlora", "dora"):
                 # fp32 adapter (peft autocast_adapter_dtype); under autocast lora_A keeps the
-                # 16-bit cast of the dropped-out input; fp32 runs keep it in fp32.
-                total += cnt * s.d_in * (drop + ab)
+                # 16-bit cast of the dropped-out input (fp32 runs keep it in fp32), and lora_B
+                # keeps lora_A's output (rank wide).
+                total += cnt * s.d_in * (drop + ab) + cnt * ab * rank
                 if shape.method == "dora":
                     total += cnt * 2 * ab * s.d_out  # base and lora results, magnitude scaling
             else:  # loha / lokr: F.linear(x, delta_weight) keeps x
                 total += cnt * s.d_in * (drop + ab)
     elif shape.method == "ia3":
         for s in _adapted_shapes(arch, shape):
-            ff = s.name in ("down_proj", "c_proj", "dense_4h_to_h", "w2")
+            ff = s.name in ("down_proj", "c_proj", "dense_4h_to_h", "w2", "fc2")
             total += s.count * ab * (s.d_in if ff else s.d_out)
     return float(total)
 
 
-def _layer_constant_bytes(arch: Architecture, shape: TrainingShape) -> float:
-    """Per-layer bytes that do not scale with tokens: LoHa/LoKr keep the 16-bit delta weight."""
-    if shape.method not in ("loha", "lokr"):
+def _effective_rank(arch: Architecture, shape: TrainingShape) -> float:
+    """The LoRA rank implied by ``trainable_params`` and the adapted modules (for lora_B's input)."""
+    if shape.method not in ("lora", "qlora", "dora"):
         return 0.0
+    width = sum(s.count * (s.d_in + s.d_out) for s in _adapted_shapes(arch, shape))
+    return shape.trainable_params / (width * max(1, arch.num_layers)) if width else 0.0
+
+
+def _layer_constant_bytes(arch: Architecture, shape: TrainingShape) -> float:
+    """Per-layer bytes that do not scale with tokens.
+
+    LoHa/LoKr keep the 16-bit delta weight. Under autocast, LoRA's fp32 lora_A and lora_B are
+    cast to 16 bit for their matmuls and the casts are kept for backward: 2 B per adapter
+    parameter of the layer.
+    """
     ab = _compute_bytes(shape)
-    return float(sum(ab * s.weight_params for s in _adapted_shapes(arch, shape)))
+    if shape.method in ("loha", "lokr"):
+        return float(sum(ab * s.weight_params for s in _adapted_shapes(arch, shape)))
+    if shape.method in ("lora", "qlora", "dora") and _fp32_autocast_ops(shape):
+        return float(ab * shape.trainable_params / max(1, arch.num_layers))
+    return 0.0
 
 
 def _logit_bytes_per_token(arch: Architecture, shape: TrainingShape) -> float:
@@ -408,9 +523,14 @@ def _activation_terms(arch: Architecture, counts: ParamCounts, shape: TrainingSh
     frozen_layer = _layer_activation_bytes(arch, shape, trainable=False)
     train_layer = _layer_activation_bytes(arch, shape, trainable=True)
     biggest = train_layer if n_train else frozen_layer
-    # the final norm (fp32 upcast) and, when the head is trained, the input kept by lm_head
+    # the final norm (RMSNorm: fp32 upcast; LayerNorm: its input) and, when the head is
+    # trained, the input kept by lm_head
     head_train = shape.method == "full" or shape.task == "sequence_classification"
-    head = 4 * arch.hidden_size + (ab * arch.hidden_size if head_train else 0)
+    if arch.family in _LAYERNORM_FAMILIES:
+        final_norm = (4 if _fp32_autocast_ops(shape) else _residual_bytes(shape)) * arch.hidden_size
+    else:
+        final_norm = 4 * arch.hidden_size
+    head = final_norm + (ab * arch.hidden_size if head_train else 0)
     # gradient buffers alive while one layer runs backward (the MLP's: ~3 x i, 2 x h)
     transient = ab * (3 * arch.intermediate_size + 2 * arch.hidden_size)
     const = _layer_constant_bytes(arch, shape)
@@ -454,6 +574,23 @@ def _optimizer_bytes(
     return trainable * _state_bytes(shape, param_bytes)
 
 
+def _bnb_embedding_state_extra(counts: ParamCounts, shape: TrainingShape) -> float:
+    """Extra optimizer bytes when the Trainer keeps the embedding's 8-bit states in fp32.
+
+    Only full fine-tuning trains the embedding, and only without ZeRO/FSDP does the override
+    find the module's own parameter (ZeRO and FSDP flatten parameters first).
+    """
+    if not (
+        shape.bnb_embedding_fp32_state
+        and _optimizer_kind(shape.optimizer) == "bnb8"
+        and shape.method == "full"
+        and shape.distributed in ("none", "ddp")
+    ):
+        return 0.0
+    embedding = min(float(shape.trainable_params), float(counts.embedding))
+    return embedding * (BNB_32BIT_STATE_BYTES - BNB_8BIT_STATE_BYTES)
+
+
 # ---------------------------------------------------------------------------- memory
 
 
@@ -490,7 +627,7 @@ def estimate_memory(
         tp_bytes = 4  # fp32 masters (DeepSpeed/FSDP), fp32 adapters (peft), AMP masters
     else:
         tp_bytes = wb  # pure bf16/fp16 or fp32
-    opt_full = _optimizer_bytes(arch, shape, T, tp_bytes)
+    opt_full = _optimizer_bytes(arch, shape, T, tp_bytes) + _bnb_embedding_state_extra(counts, shape)
     kind = _optimizer_kind(shape.optimizer)
 
     # extra 16-bit copies made by autocast for fp32 weights: every weight whose matmul input
@@ -656,6 +793,16 @@ def named_assumptions(shape: TrainingShape) -> list[str]:
     if kind == "bnb8":
         out.append(
             "8-bit optimizer state: 2 x (1 + 4/256) B per trainable parameter (bitsandbytes)"
+        )
+        if shape.method == "full" and shape.bnb_embedding_fp32_state:
+            out.append(
+                "the Trainer keeps the embedding's optimizer state in fp32 under 8-bit optimizers "
+                "(register_module_override(optim_bits=32)): 8 B per embedding parameter"
+            )
+    if not shape.autocast:
+        out.append(
+            "pure 16-bit training without autocast (LayerNorm and GELU stay in 16 bit, "
+            "16-bit adapters)"
         )
     if shape.distributed == "deepspeed_zero3":
         out.append(
@@ -831,7 +978,7 @@ def estimate_storage(
         wbytes = 4 if (shape.precision == "fp32" or shape.master_weights_fp32) else 2
         tp = 4 if shape.master_weights_fp32 else wbytes
         state = _state_bytes(shape, tp) if kind != "adafactor" else 0.0
-        per_ckpt = P * wbytes + T * state
+        per_ckpt = P * wbytes + T * state + _bnb_embedding_state_extra(counts, shape)
         final = P * wbytes
         notes.append(
             f"full checkpoints: weights ({wbytes} B/param) + optimizer state ({state:g} B per trained param)"

@@ -8,6 +8,7 @@ training split.
 
 from __future__ import annotations
 
+import shlex
 from typing import Any
 
 from .plan import Plan
@@ -27,23 +28,25 @@ BENCHMARKS = {
 
 
 def evaluation_plan(plan: Plan) -> dict[str, Any]:
-    adapter = plan.is_peft
-    model_args = (
-        f"pretrained={plan.base_model},peft={plan.output_dir}" if adapter else f"pretrained={plan.output_dir}"
-    )
+    # Spec strings reach shell commands quoted, never as shell syntax.
+    out = shlex.quote(plan.output_dir)
+    adapter_args = f"pretrained={plan.base_model},peft={plan.output_dir}"
+    model_args = shlex.quote(adapter_args if plan.is_peft else f"pretrained={plan.output_dir}")
+    base_args = shlex.quote(f"pretrained={plan.base_model}")
     benchmarks = BENCHMARKS[plan.task_type]
     commands = [
-        f"python eval.py --model-dir {plan.output_dir}",
-        f"python eval.py --model-dir {plan.output_dir} --contamination",
+        f"python eval.py --model-dir {out}",
+        f"python eval.py --model-dir {out} --contamination",
     ]
     if benchmarks:
+        tasks = ",".join(benchmarks)
         commands.append(
-            f"lm_eval --model hf --model_args {model_args} --tasks {','.join(benchmarks)} "
-            f"--batch_size auto --output_path {plan.output_dir}/benchmarks"
+            f"lm_eval --model hf --model_args {model_args} --tasks {tasks} "
+            f"--batch_size auto --output_path {shlex.quote(plan.output_dir + '/benchmarks')}"
         )
         commands.append(
-            f"lm_eval --model hf --model_args pretrained={plan.base_model} --tasks {','.join(benchmarks)} "
-            f"--batch_size auto --output_path {plan.output_dir}/benchmarks-base"
+            f"lm_eval --model hf --model_args {base_args} --tasks {tasks} "
+            f"--batch_size auto --output_path {shlex.quote(plan.output_dir + '/benchmarks-base')}"
         )
     return {
         "model_dir": plan.output_dir,
@@ -55,7 +58,7 @@ def evaluation_plan(plan: Plan) -> dict[str, Any]:
             "method": "13-gram overlap between each eval example and the training split",
             "ngram": 13,
             "threshold": 0.5,
-            "command": f"python eval.py --model-dir {plan.output_dir} --contamination",
+            "command": f"python eval.py --model-dir {out} --contamination",
         },
         "human_evaluation": (
             "Sample 50 eval prompts, generate with the fine-tuned and the base model, and have a "

@@ -6,7 +6,7 @@ what they report (``model.num_parameters()`` of the model built on the meta devi
 this for every catalog model.
 
 Module shapes follow the transformers 5 modelling code of each supported ``model_type``
-(llama, mistral, mixtral, qwen2, qwen3, gemma, gemma2, gemma3_text, phi3, gpt2). Unknown
+(llama, mistral, mixtral, qwen2, qwen3, gemma, gemma2, gemma3_text, phi3, phi, gpt2). Unknown
 types are counted as Llama-style decoders, which is exact only for models built like Llama.
 
 Choices worth knowing:
@@ -23,6 +23,8 @@ Choices worth knowing:
   router and both expert tensors (rank 2r on the fused gate_up, r elsewhere), which
   :func:`trainable_params` reproduces; that wrapper refuses DoRA and ``lora_dropout != 0``
   (see :func:`adapts_fused_experts`). Named lists (q/k/v/o) adapt attention only.
+* phi (phi-1, phi-1.5, phi-2) has biases on every Linear and on ``lm_head``. The lm_head bias
+  is not part of ``lm_head`` (which counts the weight only, 0 when tied) but of ``other``.
 * ``freeze`` trains the top ``freeze_trainable_layers`` decoder layers and the final norm
   (and the classification head for sequence classification); embeddings and an untied
   ``lm_head`` stay frozen.
@@ -62,6 +64,7 @@ EXACT_MODEL_TYPES = frozenset(
         "gemma2",
         "gemma3_text",
         "phi3",
+        "phi",
         "gpt2",
     }
 )
@@ -78,6 +81,7 @@ _IA3_TARGETS = {
     "gemma": (["q_proj", "v_proj", "down_proj"], ["down_proj"]),
     "gemma2": (["q_proj", "v_proj", "down_proj"], ["down_proj"]),
     "gemma3_text": (["q_proj", "v_proj", "down_proj"], ["down_proj"]),
+    "phi": (["q_proj", "v_proj", "fc2"], ["fc2"]),
     "qwen2": (["q_proj", "v_proj", "down_proj"], ["down_proj"]),
     "qwen3": (["q_proj", "v_proj", "down_proj"], ["down_proj"]),
 }
@@ -91,6 +95,7 @@ _LORA_DEFAULT_TARGETS = {
     "gemma": ["q_proj", "v_proj"],
     "gemma2": ["q_proj", "v_proj"],
     "gemma3_text": ["q_proj", "v_proj"],
+    "phi": ["q_proj", "v_proj", "fc1", "fc2"],
     "qwen2": ["q_proj", "v_proj"],
     "qwen3": ["q_proj", "v_proj"],
 }
@@ -184,6 +189,15 @@ def linear_shapes(arch: Architecture) -> list[LinearShape]:
             LinearShape("c_fc", "mlp.c_fc", h, i, True, kind="conv1d"),
             LinearShape("c_proj", "mlp.c_proj", i, h, True, kind="conv1d"),
         ]
+    if mt == "phi":
+        return [
+            LinearShape("q_proj", "self_attn.q_proj", h, q_out, True),
+            LinearShape("k_proj", "self_attn.k_proj", h, kv_out, True),
+            LinearShape("v_proj", "self_attn.v_proj", h, kv_out, True),
+            LinearShape("dense", "self_attn.dense", q_out, h, True),
+            LinearShape("fc1", "mlp.fc1", h, i, True),
+            LinearShape("fc2", "mlp.fc2", i, h, True),
+        ]
     if mt == "phi3":
         return [
             LinearShape("qkv_proj", "self_attn.qkv_proj", h, q_out + 2 * kv_out),
@@ -230,6 +244,11 @@ def _layer_norms(arch: Architecture) -> int:
     mt = arch.model_type
     if mt == "gpt2":
         return 2 * 2 * h  # ln_1, ln_2 (LayerNorm: weight + bias)
+    if mt == "phi":
+        n = 2 * h  # input_layernorm (LayerNorm: weight + bias), shared by attention and MLP
+        if _cfg(arch, "qk_layernorm", False):
+            n += 2 * 2 * (h // arch.num_attention_heads)  # q_layernorm, k_layernorm
+        return n
     n = 2 * h  # input_layernorm, post_attention_layernorm
     if mt in ("gemma2", "gemma3_text"):
         n += 2 * h  # pre_feedforward_layernorm, post_feedforward_layernorm
@@ -239,7 +258,13 @@ def _layer_norms(arch: Architecture) -> int:
 
 
 def _final_norm(arch: Architecture) -> int:
-    return 2 * arch.hidden_size if arch.model_type == "gpt2" else arch.hidden_size
+    """The final norm: LayerNorm (weight + bias) for gpt2 and phi, RMSNorm (weight) otherwise."""
+    return 2 * arch.hidden_size if arch.model_type in ("gpt2", "phi") else arch.hidden_size
+
+
+def _head_bias(arch: Architecture, task: str) -> int:
+    """phi's lm_head has a bias (also when its weight is tied); counted in ``other``."""
+    return arch.vocab_size if (arch.model_type == "phi" and task == "causal_lm") else 0
 
 
 def _embedding(arch: Architecture) -> int:
@@ -265,7 +290,7 @@ def count_params(
     layers = arch.num_layers
     embedding = _embedding(arch)
     head = _head(arch, task, num_labels)
-    total = layers * per_layer + embedding + head + _final_norm(arch)
+    total = layers * per_layer + embedding + head + _final_norm(arch) + _head_bias(arch, task)
     quantizable = layers * sum(s.weight_params for s in shapes if s.adaptable)
     experts = layers * sum(s.params for s in shapes if s.kind == "experts")
     return ParamCounts(

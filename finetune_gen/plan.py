@@ -117,6 +117,7 @@ class Plan(_Frozen):
     logging_steps: int
     eval_steps: int
     output_dir: str
+    run_name: str
     decoder_layer_class: str
     hardware: HardwarePlan
     total_params: int

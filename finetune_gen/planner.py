@@ -551,6 +551,7 @@ class Planner:
             logging_steps=logging_steps,
             eval_steps=eval_steps,
             output_dir=self.spec.output_dir,
+            run_name=self.spec.run_name or f"{self.spec.base_model.rstrip('/').split('/')[-1]}-{draft.method}",
             decoder_layer_class=self.arch.decoder_layer_class,
             hardware=ctx.hardware,
             total_params=self.counts.total,

@@ -103,6 +103,19 @@ class View:
     bnb_kwargs: dict[str, Any] = field(default_factory=dict)
     alpaca_prompt: str = ALPACA_PROMPT
     default_chat_template: str = DEFAULT_CHAT_TEMPLATE
+    # How the peft config learns tokens this script adds (chat markers): LoraConfig trains just
+    # their embedding / lm_head rows (trainable_token_indices); other configs save whole modules.
+    new_token_training: str = "trainable_token_indices"
+    # Fields joined into one text (classification, generation): (role, required) pairs; empty
+    # when the rows are conversations (the format's messages field).
+    text_fields: list[tuple[str, bool]] = field(default_factory=list)
+    # The AutoPeftModel class that reloads the adapter in eval.py.
+    auto_peft_class: str = "AutoPeftModelForCausalLM"
+    # Whether eval_loss is a per-token language-model loss (perplexity is meaningful).
+    perplexity: bool = True
+    # Why this plan cannot run with the installed libraries ("" when it can): the generated
+    # scripts stop at start-up with this explanation instead of failing mid-way.
+    unsupported: str = ""
 
 
 def _task_kind(plan: Plan) -> str:
@@ -133,6 +146,7 @@ def training_arguments(plan: Plan) -> dict[str, Any]:
         "load_best_model_at_end": True,
         "metric_for_best_model": "eval_loss",
         "seed": plan.seed,
+        "run_name": plan.run_name,  # the name trackers (wandb, tensorboard) show
     }
     if plan.world_size > 1:
         # Frozen base weights never get gradients; DDP must not wait for them.
@@ -155,20 +169,46 @@ def training_arguments(plan: Plan) -> dict[str, Any]:
 
 
 def peft_arguments(plan: Plan) -> dict[str, Any]:
+    """Keyword arguments of the method's peft config class (peft 0.17+ names)."""
     task = "SEQ_CLS" if plan.task_type == "classification" else "CAUSAL_LM"
-    if plan.lora is not None:
-        kwargs: dict[str, Any] = {
+    if plan.method in ("prefix_tuning", "prompt_tuning"):
+        kwargs: dict[str, Any] = {"num_virtual_tokens": plan.num_virtual_tokens, "task_type": task}
+        if plan.method == "prompt_tuning":
+            # TEXT initialisation would load a tokenizer by name; random needs nothing else.
+            kwargs["prompt_tuning_init"] = "RANDOM"
+        return kwargs
+    if plan.method == "ia3":
+        # IA3 rescales keys, values and the feed-forward output (the IA3 paper); peft needs the
+        # feed-forward subset named explicitly, and GPT-2's c_proj exists in attention and MLP.
+        llama_like = (["k_proj", "v_proj", "down_proj"], ["down_proj"])
+        targets, feedforward = {
+            "gpt2": (["c_attn", "mlp.c_proj"], ["mlp.c_proj"]),
+            "phi3": (["qkv_proj", "down_proj"], ["down_proj"]),
+            "falcon": (["query_key_value", "dense_4h_to_h"], ["dense_4h_to_h"]),
+            "mixtral": (["k_proj", "v_proj"], []),
+        }.get(plan.model_type, llama_like)
+        return {"target_modules": targets, "feedforward_modules": feedforward, "task_type": task}
+    if plan.lora is None:
+        return {"task_type": task}
+    if plan.method in ("loha", "lokr"):
+        return {
             "r": plan.lora.r,
-            "lora_alpha": plan.lora.alpha,
-            "lora_dropout": plan.lora.dropout,
+            "alpha": plan.lora.alpha,
+            "rank_dropout": plan.lora.dropout,
             "target_modules": plan.lora.target_modules,
-            "bias": "none",
             "task_type": task,
         }
-        if plan.lora.use_dora:
-            kwargs["use_dora"] = True
-        return kwargs
-    return {"task_type": task}
+    kwargs = {
+        "r": plan.lora.r,
+        "lora_alpha": plan.lora.alpha,
+        "lora_dropout": plan.lora.dropout,
+        "target_modules": plan.lora.target_modules,
+        "bias": "none",
+        "task_type": task,
+    }
+    if plan.lora.use_dora:
+        kwargs["use_dora"] = True
+    return kwargs
 
 
 def build_view(plan: Plan) -> View:
@@ -192,7 +232,8 @@ def build_view(plan: Plan) -> View:
         "instruction": "the response tokens only (the prompt is masked)",
         "chat": "assistant turns only (system and user turns are masked)",
         "classification": "the label (a sequence-classification head)",
-        "generation": "every token of the packed raw text",
+        "generation": "every token of the raw text, "
+        + ("packed into full blocks" if plan.packing else "one text per sequence"),
     }[plan.task_type]
     features = [
         f"loads {plan.base_model} with {METHOD_TITLES[plan.method]}",
@@ -218,6 +259,39 @@ def build_view(plan: Plan) -> View:
     if plan.is_peft:
         view.peft_config_class = PEFT_CONFIG_CLASSES[plan.method]
         view.peft_kwargs = peft_arguments(plan)
+        if view.peft_config_class != "LoraConfig":
+            view.new_token_training = "modules_to_save"
+    columns = plan.dataset.columns
+    if plan.task_type == "classification" and "messages" not in columns:
+        view.text_fields = [("text" if "text" in columns else "prompt", True), ("input", False)]
+    elif plan.task_type == "generation" and "messages" not in columns:
+        if "text" in columns:
+            view.text_fields = [("text", True)]
+        else:  # prompt/response data read as raw text: prompt, input and response joined
+            view.text_fields = [("prompt", True), ("input", False), ("response", True)]
+    if plan.task_type == "classification":
+        view.auto_peft_class = "AutoPeftModelForSequenceClassification"
+        view.perplexity = False
+    # Plans the installed peft cannot run (measured with peft 0.21, transformers 5).
+    if plan.method == "prefix_tuning" and plan.task_type == "classification":
+        view.unsupported = (
+            "prefix tuning cannot train a sequence-classification model with peft and "
+            "transformers 5: peft passes the prefix as past_key_values, which the "
+            "*ForSequenceClassification models no longer accept (peft raises 'Model does not "
+            "support past key values'). Use prompt_tuning, lora or ia3 for classification."
+        )
+    elif plan.method == "prefix_tuning" and plan.gradient_checkpointing:
+        view.unsupported = (
+            "prefix tuning does not work with gradient checkpointing in peft (it raises "
+            "'PREFIX_TUNING does not work with gradient checkpointing'). Set "
+            "training_config.gradient_checkpointing: false, or use prompt_tuning or lora."
+        )
+    elif plan.method in ("loha", "lokr") and plan.model_type == "gpt2":
+        view.unsupported = (
+            f"{METHOD_TITLES[plan.method]} cannot adapt GPT-2-style models: peft's LoHa/LoKr "
+            "layers support torch Linear and Conv layers only, and GPT-2 uses transformers' "
+            "Conv1D for attention and MLP. Use lora, dora or ia3 for this model."
+        )
     if plan.quantization:
         view.bnb_kwargs = {
             "load_in_4bit": True,

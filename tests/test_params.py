@@ -49,6 +49,8 @@ PEFT_SUBSET = [
     "google/gemma-2-2b",
     "google/gemma-3-1b-pt",
     "microsoft/Phi-3-mini-4k-instruct",
+    "microsoft/phi-1_5",
+    "google/gemma-2b",
     "HuggingFaceTB/SmolLM2-135M",
     "openai-community/gpt2",
 ]
@@ -78,7 +80,12 @@ def _trainable(model) -> int:
 def _layers_and_final_norm(model):
     base = model.base_model
     layers = base.h if hasattr(base, "h") else base.layers
-    norm = base.ln_f if hasattr(base, "ln_f") else base.norm
+    if hasattr(base, "ln_f"):
+        norm = base.ln_f
+    elif hasattr(base, "final_layernorm"):  # phi
+        norm = base.final_layernorm
+    else:
+        norm = base.norm
     return layers, norm
 
 
@@ -132,6 +139,9 @@ SYNTHETIC = [
     {"model_type": "gemma3_text", "head_dim": 24},
     {"model_type": "mixtral", "num_local_experts": 4, "num_experts_per_tok": 2},
     {"model_type": "gpt2", "n_embd": 64, "n_layer": 2, "n_head": 4, "n_inner": 96},
+    {"model_type": "phi", "num_key_value_heads": None},
+    {"model_type": "phi", "qk_layernorm": True, "tie_word_embeddings": True},
+    {"model_type": "phi", "head_dim": 8},
 ]
 
 
@@ -229,6 +239,7 @@ SEQ_CLS = [
     "meta-llama/Llama-3.1-8B",
     "google/gemma-2-2b",
     "microsoft/Phi-3-mini-4k-instruct",
+    "microsoft/phi-1_5",
     "openai-community/gpt2",
 ]
 
