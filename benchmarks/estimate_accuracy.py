@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from finetune_gen.architecture import Architecture
 from finetune_gen.catalog import resolve_model
 from finetune_gen.estimate import CUDA_CONTEXT_GB, TrainingShape, estimate_memory
 from finetune_gen.params import count_params, trainable_params
@@ -69,6 +70,10 @@ class Case:
     quant_linear_saves_input: bool = False
     lora_dropout: float = 0.05
     full_master_weights_fp32: bool | None = None
+    autocast: bool = True
+    bnb_embedding_fp32_state: bool = True
+    # config.json keys replaced to describe the row's framework's own layer code (litgpt)
+    arch_overrides: tuple[tuple[str, object], ...] = ()
     note: str = ""
 
 
@@ -83,13 +88,15 @@ _LITGPT = {
     "unit": "GB",
     "loss_impl": "bf16",
     "kbit_upcast": False,
+    "autocast": False,  # bf16-true: bf16 weights, no autocast, bf16 LoRA
     "tolerance": 0.15,
     "why_tolerance": "max_memory_allocated (no context, no allocator cache), padded to the longest "
     "example, so the only slack is litgpt's own layer code vs the HF layer counted here",
 }
 _LITGPT_Q = dict(_LITGPT, quant_bits=4, quant_linear_saves_input=True)
 # torchtune: torch.compile, chunked cross-entropy (CEWithChunkedOutputLoss), packed sequences,
-# bf16 weights and bf16 LoRA, memory from torchtune's get_memory_stats (GiB, peak active).
+# bf16 weights and bf16 LoRA without autocast, memory from torchtune's get_memory_stats (GiB,
+# peak active).
 _TT = {
     "seq_len": 2048,
     "grad_ckpt": True,
@@ -99,12 +106,34 @@ _TT = {
     "unit": "GiB",
     "loss_impl": "chunked",
     "kbit_upcast": False,
+    "autocast": False,
     "lora_dropout": 0.0,
     "tolerance": 0.35,
     "why_tolerance": "torch.compile fuses the norm/activation ops whose saved tensors this model "
     "counts, and the README does not say which of active/allocated/reserved it reports",
 }
 _TT_LORA31 = ("q_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+# LLaMA-Factory paper Table 4 (arXiv 2403.13372): HF Trainer, pure bf16, 8-bit AdamW,
+# activation checkpointing, flash-attn, "token batch size 512", read as 512 tokens per step
+# (one 512-token sequence; with checkpointing any split of the 512 tokens gives the same
+# estimate). transformers of early 2024 kept the embedding's 8-bit states 8-bit (the fp32
+# override did not match bnb's AdamW class until PR #37331, April 2025).
+_LLAMA_FACTORY = {
+    "seq_len": 512,
+    "micro_batch": 1,
+    "grad_ckpt": True,
+    "optimizer": "adamw_8bit",
+    "targets": "all-linear",
+    "r": 0,
+    "stack": "hf",
+    "metric": "allocated",
+    "unit": "GB",
+    "bnb_embedding_fp32_state": False,
+    "tolerance": 0.20,
+    "why_tolerance": "'peak memory' with the metric and unit unstated (GB vs GiB is 7%, "
+    "allocated vs reserved 5-20%)",
+}
 
 CASES: dict[str, Case] = {
     "pub-01": Case("meta-llama/Llama-2-7b-hf", "lora", micro_batch=1, **_LITGPT),
@@ -211,27 +240,22 @@ CASES: dict[str, Case] = {
         distributed="fsdp",
         **{**_TT, "seq_len": 4096, "optimizer": "adamw_torch"},
     ),
-    # LLaMA-Factory (HF Trainer, pure bf16, flash-attn, GC): batches of 512 tokens.
-    "pub-50": Case(
-        "meta-llama/Llama-2-7b-hf",
-        "full",
-        seq_len=512,
-        micro_batch=1,
-        grad_ckpt=True,
-        optimizer="adamw_8bit",
-        targets="all-linear",
-        r=0,
-        stack="hf",
-        metric="allocated",
-        unit="GB",
-        tolerance=0.20,
-        why_tolerance="'peak memory' with the metric and unit unstated (GB vs GiB is 7%, "
-        "allocated vs reserved 5-20%)",
+    "pub-07": Case(
+        "microsoft/phi-1_5",
+        "lora",
+        micro_batch=4,
+        # litgpt's resource table: 1,044 tokens (longest phi-tokenized Alpaca example),
+        # bf16-true, 1,572,864 trainable (r=8 on q, v; the row's "4.19M" is the Llama figure).
+        # litgpt's phi MLP is torch.nn.functional.gelu(x, approximate="tanh") (its phi-1_5
+        # config sets gelu_approximate="tanh"): one op, where transformers' gelu_new is four.
+        arch_overrides=(("hidden_act", "gelu_pytorch_tanh"),),
+        **{**_LITGPT, "seq_len": 1044},
     ),
+    "pub-50": Case("meta-llama/Llama-2-7b-hf", "full", **_LLAMA_FACTORY),
+    "pub-54": Case("google/gemma-2b", "full", **_LLAMA_FACTORY),
 }
 
 EXCLUDED: dict[str, str] = {
-    "pub-07": "phi-1.5 is not in the model catalog (its slope is used in docs/estimation-model.md)",
     "pub-08": "optimizer_in_bwd (no full gradient buffer) and a paged optimizer: not modelled",
     "pub-09": "optimizer_in_bwd (no full gradient buffer) and a paged optimizer: not modelled",
     "pub-19": "paged 32-bit AdamW spills its state to CPU RAM (GPU peak < state size) + optimizer_in_bwd",
@@ -246,7 +270,6 @@ EXCLUDED: dict[str, str] = {
     "pub-51": "Unsloth kernels (fused LoRA/CE, its own checkpointing) are not the HF stack",
     "pub-52": "Unsloth kernels (fused LoRA/CE, its own checkpointing) are not the HF stack",
     "pub-53": "Unsloth kernels (fused LoRA/CE, its own checkpointing) are not the HF stack",
-    "pub-54": "Gemma-2B (google/gemma-2b) is not in the model catalog",
     "pub-59": "a component breakdown without a total peak (used as an anchor in the docs)",
     "pub-60": "an upper bound (fits in 48 GB) for LLaMA-65B, which is not in the catalog",
     "pub-61": "bert-large-uncased is an encoder, not in the catalog",
@@ -279,6 +302,8 @@ class RowResult:
 def shape_for(case: Case) -> tuple[object, object, TrainingShape]:
     """(architecture, counts, shape) of a case, built from the catalog and params.py."""
     arch = resolve_model(case.model).architecture
+    if case.arch_overrides:
+        arch = Architecture.from_config({**arch.config, **dict(case.arch_overrides)})
     counts = count_params(arch)
     if case.method in ("full", "freeze"):
         trainable = counts.total
@@ -305,6 +330,8 @@ def shape_for(case: Case) -> tuple[object, object, TrainingShape]:
         kbit_upcast=case.kbit_upcast,
         quant_linear_saves_input=case.quant_linear_saves_input,
         full_master_weights_fp32=case.full_master_weights_fp32,
+        autocast=case.autocast,
+        bnb_embedding_fp32_state=case.bnb_embedding_fp32_state,
     )
     return arch, counts, shape
 
@@ -399,36 +426,113 @@ def render(results: list[RowResult]) -> str:
 
 
 # ---------------------------------------------------------------------------- saved tensors
-# A CPU check of the per-layer activation count on the real HF stack: build a small
-# Llama-shaped model (h=1024, i=2752 = 2.6875 h as in Llama-2-7B, head_dim 128), run one
-# forward under bf16 autocast with SDPA, and record every tensor autograd saves (deduplicated
-# by storage, parameters excluded). The difference between 4 and 2 layers, per token and per
-# hidden unit, is the per-layer coefficient the estimator derives op by op. Dropout is 0:
-# CPU dropout saves an fp32 noise tensor where CUDA saves a bool mask.
-SAVED_TENSOR_CONFIGS = (("full", 8), ("full", 2), ("lora_qv", 8), ("lora_qv", 2))
+# A CPU check of the per-layer activation count on the real HF stack: build small models of
+# each layer type, run one forward under bf16 autocast with SDPA, and record every tensor
+# autograd saves (deduplicated by storage, parameters excluded). The difference between 4 and
+# 2 layers, per token and per hidden unit, is the per-layer coefficient the estimator derives
+# op by op (per-layer constants such as LoRA's 16-bit weight casts are spread over the tokens).
+#
+# CPU autocast differs from CUDA autocast in one way that matters here: CUDA runs layer_norm
+# and pow in fp32 (they have AutocastCUDA kernels, and fall through on AutocastCPU; PyTorch's
+# "CUDA ops that can autocast to float32" list), so a TorchFunctionMode applies that policy
+# to those ops during the measurement. Dropout is 0: CPU dropout saves a 16/32-bit noise
+# tensor where CUDA saves a bool mask, so masks are added analytically (1 B per element).
+# ``use_cache`` is off, as in the generated scripts: a DynamicCache torch.cat-copies k and v.
+_SAVED_H = 1024
+_SAVED_SHAPES: dict[str, dict] = {
+    # Llama-2-7B proportions (i = 2.6875 h), head_dim 128
+    "llama": {"model_type": "llama", "intermediate_size": 2752, "num_attention_heads": 8},
+    # phi-1.5 proportions (i = 4h, head_dim 64, partial rotary 0.5), no dropout
+    "phi": {
+        "model_type": "phi",
+        "intermediate_size": 4096,
+        "num_attention_heads": 16,
+        "partial_rotary_factor": 0.5,
+        "resid_pdrop": 0.0,
+    },
+    # gemma-2b proportions (multi-query, head_dim 256, i = 8h scaled to 4h)
+    "gemma": {
+        "model_type": "gemma",
+        "intermediate_size": 4096,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 1,
+        "head_dim": 256,
+    },
+    "gpt2": {
+        "model_type": "gpt2",
+        "n_inner": None,
+        "n_head": 16,
+        "resid_pdrop": 0.0,
+        "attn_pdrop": 0.0,
+        "embd_pdrop": 0.0,
+        "n_positions": 1024,
+    },
+}
+# (label, family, mode, kv_heads or None, autocast)
+SAVED_TENSOR_CONFIGS = (
+    ("llama full MHA", "llama", "full", 8, True),
+    ("llama full GQA 8:2", "llama", "full", 2, True),
+    ("llama LoRA q,v MHA", "llama", "lora_qv", 8, True),
+    ("llama LoRA q,v GQA 8:2", "llama", "lora_qv", 2, True),
+    ("gemma full (MQA)", "gemma", "full", None, True),
+    ("gemma LoRA q,v (MQA)", "gemma", "lora_qv", None, True),
+    ("phi full", "phi", "full", None, True),
+    ("phi LoRA q,v", "phi", "lora_qv", None, True),
+    ("phi full, no autocast", "phi", "full", None, False),
+    ("gpt2 full", "gpt2", "full", None, True),
+    ("gpt2 LoRA c_attn", "gpt2", "lora_attn", None, True),
+)
+_SAVED_SEQ = 256
+_LORA_TARGETS = {"lora_qv": ["q_proj", "v_proj"], "lora_attn": ["c_attn"]}
 
 
-def measure_saved_tensors(seq: int = 256) -> dict[tuple[str, int], float]:
+def _saved_config(family: str, layers: int, kv: int | None) -> dict:
+    cfg = {**_SAVED_SHAPES[family], "vocab_size": 4096}
+    if family == "gpt2":
+        cfg.update(n_embd=_SAVED_H, n_layer=layers)
+    else:
+        cfg.update(hidden_size=_SAVED_H, num_hidden_layers=layers)
+    if kv is not None:
+        cfg["num_key_value_heads"] = kv
+    return cfg
+
+
+def measure_saved_tensors(seq: int = _SAVED_SEQ) -> dict[str, float]:
+    import contextlib
+
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    import torch.nn.functional as F
+    from torch.overrides import TorchFunctionMode
+    from transformers import AutoConfig, AutoModelForCausalLM
 
-    def saved_bytes(layers: int, mode: str, kv: int) -> int:
+    fp32_ops = {F.layer_norm, torch.pow, torch.Tensor.pow, torch.Tensor.__pow__}
+
+    class CudaAutocastFp32Ops(TorchFunctionMode):
+        """CUDA autocast's fp32 policy for the ops of these layers (layer_norm, pow)."""
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            if func in fp32_ops:
+
+                def up(t):
+                    low = (torch.bfloat16, torch.float16)
+                    return t.float() if isinstance(t, torch.Tensor) and t.dtype in low else t
+
+                args = tuple(up(a) for a in args)
+                kwargs = {k: up(v) for k, v in kwargs.items()}
+            return func(*args, **kwargs)
+
+    def saved_bytes(family: str, layers: int, mode: str, kv: int | None, autocast: bool) -> int:
         torch.manual_seed(0)
-        cfg = LlamaConfig(
-            hidden_size=1024,
-            num_attention_heads=8,
-            num_key_value_heads=kv,
-            intermediate_size=2752,
-            num_hidden_layers=layers,
-            vocab_size=4096,
-            attn_implementation="sdpa",
-        )
-        model = LlamaForCausalLM(cfg).to(torch.bfloat16)
-        if mode == "lora_qv":
+        cfg = AutoConfig.for_model(**_saved_config(family, layers, kv))
+        cfg._attn_implementation = "sdpa"
+        cfg.use_cache = False  # as the generated train.py sets it (a cache copies k and v)
+        model = AutoModelForCausalLM.from_config(cfg).to(torch.bfloat16)
+        if mode != "full":
             from peft import LoraConfig, get_peft_model
 
             lcfg = LoraConfig(
-                r=16, lora_alpha=32, lora_dropout=0.0, target_modules=["q_proj", "v_proj"]
+                r=16, lora_alpha=32, lora_dropout=0.0, target_modules=_LORA_TARGETS[mode]
             )
             model = get_peft_model(model, lcfg)
         model.train()
@@ -442,60 +546,62 @@ def measure_saved_tensors(seq: int = 256) -> dict[tuple[str, int], float]:
             return t
 
         ids = torch.randint(0, 4096, (1, seq))
-        with (
-            torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t),
-            torch.autocast("cpu", dtype=torch.bfloat16),
-        ):
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t))
+            if autocast:
+                stack.enter_context(torch.autocast("cpu", dtype=torch.bfloat16))
+                stack.enter_context(CudaAutocastFp32Ops())
             model(input_ids=ids, labels=ids)
         return sum(seen.values())
 
     out = {}
-    for mode, kv in SAVED_TENSOR_CONFIGS:
-        diff = saved_bytes(4, mode, kv) - saved_bytes(2, mode, kv)
-        out[(mode, kv)] = diff / (2 * seq * 1024)
+    for label, family, mode, kv, autocast in SAVED_TENSOR_CONFIGS:
+        diff = saved_bytes(family, 4, mode, kv, autocast) - saved_bytes(
+            family, 2, mode, kv, autocast
+        )
+        out[label] = diff / (2 * seq * _SAVED_H)
     return out
 
 
-def modelled_saved_tensors() -> dict[tuple[str, int], float]:
-    from finetune_gen.architecture import Architecture
-    from finetune_gen.estimate import _layer_activation_bytes
+def modelled_saved_tensors(seq: int = _SAVED_SEQ) -> dict[str, float]:
+    from finetune_gen.estimate import _layer_activation_bytes, _layer_constant_bytes
 
     out = {}
-    for mode, kv in SAVED_TENSOR_CONFIGS:
-        arch = Architecture.from_config(
-            {
-                "model_type": "llama",
-                "hidden_size": 1024,
-                "intermediate_size": 2752,
-                "num_hidden_layers": 4,
-                "num_attention_heads": 8,
-                "num_key_value_heads": kv,
-                "vocab_size": 4096,
-            }
-        )
+    for label, family, mode, kv, autocast in SAVED_TENSOR_CONFIGS:
+        cfg = {k: v for k, v in _saved_config(family, 4, kv).items() if v is not None}
+        arch = Architecture.from_config(cfg)
+        targets = _LORA_TARGETS.get(mode)
         shape = TrainingShape(
             method="full" if mode == "full" else "lora",
-            trainable_params=1,
+            trainable_params=(
+                count_params(arch).total
+                if mode == "full"
+                else trainable_params(arch, "lora", target_modules=targets, r=16)
+            ),
             precision="bf16",
             micro_batch_size=1,
-            seq_len=256,
+            seq_len=seq,
             gradient_checkpointing=False,
             optimizer="adamw_torch",
-            target_modules=None if mode == "full" else ("q_proj", "v_proj"),
+            target_modules=None if mode == "full" else tuple(targets),
             lora_dropout=0.0,
+            autocast=autocast,
         )
-        out[(mode, kv)] = _layer_activation_bytes(arch, shape, trainable=mode == "full") / 1024
+        per_token = _layer_activation_bytes(arch, shape, trainable=mode == "full")
+        per_token += _layer_constant_bytes(arch, shape) / seq
+        out[label] = per_token / _SAVED_H
     return out
 
 
 def main() -> int:
     if "--saved-tensors" in sys.argv:
         measured, modelled = measure_saved_tensors(), modelled_saved_tensors()
-        print("bytes kept per token per layer / hidden_size (HF Llama layer, bf16 autocast, SDPA)")
-        for key in SAVED_TENSOR_CONFIGS:
-            print(
-                f"{key[0]:8} kv_heads={key[1]}  measured {measured[key]:6.2f}  modelled {modelled[key]:6.2f}"
-            )
+        print(
+            "bytes kept per token per layer / hidden_size (transformers layers, bf16 autocast "
+            "with CUDA's fp32 ops, SDPA)"
+        )
+        for label, *_ in SAVED_TENSOR_CONFIGS:
+            print(f"{label:26} measured {measured[label]:6.2f}  modelled {modelled[label]:6.2f}")
         return 0
     path = data_path()
     if not path.exists():

@@ -22,10 +22,19 @@ FAMILIES: dict[str, dict[str, Any]] = {
     "gemma": {"layer": "GemmaDecoderLayer", "linears": _LLAMA_LINEARS},
     "gemma2": {"layer": "Gemma2DecoderLayer", "linears": _LLAMA_LINEARS},
     "gemma3_text": {"layer": "Gemma3DecoderLayer", "linears": _LLAMA_LINEARS},
-    "mixtral": {"layer": "MixtralDecoderLayer", "linears": ("q_proj", "k_proj", "v_proj", "o_proj")},
-    "phi3": {"layer": "Phi3DecoderLayer", "linears": ("qkv_proj", "o_proj", "gate_up_proj", "down_proj")},
+    "mixtral": {
+        "layer": "MixtralDecoderLayer",
+        "linears": ("q_proj", "k_proj", "v_proj", "o_proj"),
+    },
+    "phi3": {
+        "layer": "Phi3DecoderLayer",
+        "linears": ("qkv_proj", "o_proj", "gate_up_proj", "down_proj"),
+    },
     # phi-1, phi-1.5, phi-2: one LayerNorm feeding attention and MLP in parallel, biases everywhere.
-    "phi": {"layer": "PhiDecoderLayer", "linears": ("q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2")},
+    "phi": {
+        "layer": "PhiDecoderLayer",
+        "linears": ("q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2"),
+    },
     "gpt2": {"layer": "GPT2Block", "linears": ("c_attn", "c_proj", "c_fc")},
     "falcon": {
         "layer": "FalconDecoderLayer",
@@ -56,7 +65,10 @@ TARGET_PRESETS: dict[str, dict[str, list[str]]] = {
     "gemma3_text": _LLAMA_TARGETS,
     "mixtral": _LLAMA_TARGETS,
     "phi3": {"minimal": ["qkv_proj"], "recommended": ["qkv_proj", "o_proj"]},
-    "phi": {"minimal": ["q_proj", "v_proj"], "recommended": ["q_proj", "k_proj", "v_proj", "dense"]},
+    "phi": {
+        "minimal": ["q_proj", "v_proj"],
+        "recommended": ["q_proj", "k_proj", "v_proj", "dense"],
+    },
     "gpt2": {"minimal": ["c_attn"], "recommended": ["c_attn", "c_proj"]},
     "falcon": {"minimal": ["query_key_value"], "recommended": ["query_key_value", "dense"]},
 }
@@ -100,12 +112,19 @@ class Architecture:
     ) -> "Architecture":
         """Build from a ``config.json`` dict; multimodal configs use their ``text_config``."""
         if "text_config" in cfg and "hidden_size" not in cfg:
-            cfg = {**cfg["text_config"], "tie_word_embeddings": cfg.get("tie_word_embeddings", True)}
+            cfg = {
+                **cfg["text_config"],
+                "tie_word_embeddings": cfg.get("tie_word_embeddings", True),
+            }
         model_type = str(cfg.get("model_type", "llama"))
         hidden = int(_first(cfg, "hidden_size", "n_embd", "d_model"))
         heads = int(_first(cfg, "num_attention_heads", "n_head"))
         kv_heads = int(_first(cfg, "num_key_value_heads", "num_kv_heads", default=heads))
-        if model_type == "falcon" and not cfg.get("new_decoder_architecture") and cfg.get("multi_query", True):
+        if (
+            model_type == "falcon"
+            and not cfg.get("new_decoder_architecture")
+            and cfg.get("multi_query", True)
+        ):
             kv_heads = 1
         inter = _first(cfg, "intermediate_size", "n_inner", "ffn_hidden_size")
         if inter is None:

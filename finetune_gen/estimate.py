@@ -336,6 +336,8 @@ _LAYERNORM_FAMILIES = ("gpt2", "phi", "falcon")
 _GEMMA_NORM_FAMILIES = ("gemma", "gemma2", "gemma3_text")
 # Residual dropout probability when config.json does not give it (the config classes' defaults).
 _DEFAULT_RESID_PDROP = {"gpt2": 0.1}
+# Activation when config.json does not name one (GPT2Config / PhiConfig defaults).
+_DEFAULT_ACT = {"gpt2": "gelu_new", "phi": "gelu_new"}
 
 
 def _fp32_autocast_ops(shape: TrainingShape) -> bool:
@@ -345,9 +347,8 @@ def _fp32_autocast_ops(shape: TrainingShape) -> bool:
 
 def _activation_fn(arch: Architecture) -> str:
     cfg = arch.config or {}
-    return str(
-        cfg.get("hidden_act") or cfg.get("activation_function") or cfg.get("hidden_activation") or ""
-    )
+    act = cfg.get("hidden_act") or cfg.get("activation_function") or cfg.get("hidden_activation")
+    return str(act or _DEFAULT_ACT.get(arch.model_type, ""))
 
 
 def _gelu_bytes(arch: Architecture, shape: TrainingShape, i: int) -> float:
@@ -627,7 +628,9 @@ def estimate_memory(
         tp_bytes = 4  # fp32 masters (DeepSpeed/FSDP), fp32 adapters (peft), AMP masters
     else:
         tp_bytes = wb  # pure bf16/fp16 or fp32
-    opt_full = _optimizer_bytes(arch, shape, T, tp_bytes) + _bnb_embedding_state_extra(counts, shape)
+    opt_full = _optimizer_bytes(arch, shape, T, tp_bytes) + _bnb_embedding_state_extra(
+        counts, shape
+    )
     kind = _optimizer_kind(shape.optimizer)
 
     # extra 16-bit copies made by autocast for fp32 weights: every weight whose matmul input

@@ -83,6 +83,9 @@ REQUIRED_IDS = [
     *[f"google/gemma-2-{s}{v}" for s in ("2b", "9b", "27b") for v in ("", "-it")],
     "google/gemma-3-1b-pt",
     "google/gemma-3-1b-it",
+    *[f"google/gemma-{s}{v}" for s in ("2b", "7b") for v in ("", "-it")],
+    "microsoft/phi-1_5",
+    "microsoft/phi-2",
     "microsoft/Phi-3-mini-4k-instruct",
     "microsoft/Phi-3-medium-4k-instruct",
     "microsoft/phi-4",
@@ -126,6 +129,39 @@ def test_chat_template_facts():
     assert get_model("google/gemma-2-9b-it").chat_template_family == "gemma"
     assert get_model("microsoft/Phi-3-mini-4k-instruct").chat_template_family == "phi3"
     assert get_model("openai-community/gpt2").chat_template_family == "none"
+    assert get_model("google/gemma-2b-it").has_chat_template
+    assert not get_model("google/gemma-2b").has_chat_template
+    assert get_model("google/gemma-2b-it").chat_template_family == "gemma"
+    assert not get_model("microsoft/phi-1_5").has_chat_template
+
+
+def test_gemma_and_phi_config_facts():
+    """The config.json facts that size these models (published counts: test_params.py)."""
+    g = get_model("google/gemma-2b").architecture
+    assert (g.model_type, g.hidden_size, g.num_layers, g.intermediate_size) == (
+        "gemma",
+        2048,
+        18,
+        16384,
+    )
+    assert (g.num_attention_heads, g.num_key_value_heads, g.head_dim) == (8, 1, 256)
+    assert (g.vocab_size, g.max_position_embeddings, g.tie_word_embeddings) == (256000, 8192, True)
+    assert g.config["hidden_act"] == "gelu_pytorch_tanh"
+    assert get_model("google/gemma-2b-it").config == get_model("google/gemma-2b").config
+    p = get_model("phi-1.5").architecture
+    assert (p.model_type, p.hidden_size, p.num_layers, p.num_attention_heads) == (
+        "phi",
+        2048,
+        24,
+        32,
+    )
+    assert (p.num_key_value_heads, p.head_dim, p.intermediate_size) == (32, 64, 8192)
+    assert (p.vocab_size, p.max_position_embeddings, p.tie_word_embeddings) == (51200, 2048, False)
+    assert p.config["partial_rotary_factor"] == 0.5
+    assert p.decoder_layer_class == "PhiDecoderLayer"
+    assert p.target_modules("recommended") == ["q_proj", "k_proj", "v_proj", "dense"]
+    assert p.target_modules("minimal") == ["q_proj", "v_proj"]
+    assert p.linear_module_names == ["q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2"]
 
 
 def test_instruct_inherits_base_config():

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from finetune_gen.architecture import Architecture
 from finetune_gen.catalog import get_gpu, resolve_model
 from finetune_gen.estimate import (
     CUDA_CONTEXT_GB,
@@ -92,6 +93,9 @@ def test_included_row_within_its_tolerance(results, row_id):
         # 70B LoRA at 4 x 4096 tokens: checkpointed layer inputs alone are 21.5 GB per GPU,
         # most of the reported 26.4; the published run must have used other settings.
         "pub-21",
+        # litgpt phi-1.5: its measured slope (33.8 B per token, layer and hidden unit without
+        # the logits) is 40% above the op count (24); not tuned (docs, "rows the model misses").
+        "pub-07",
     }
     row = next(r for r in results if r.id == row_id)
     assert row.included
@@ -102,6 +106,17 @@ def test_included_row_within_its_tolerance(results, row_id):
         f"{row_id}: estimate {row.estimate:.2f} vs measured {row.measured:.2f} {row.unit} "
         f"({row.error_pct:+.1f}%, tolerance {100 * row.tolerance:.0f}%)"
     )
+
+
+@needs_data
+def test_hf_stack_rows_and_new_models_are_included(results):
+    by_id = {r.id: r for r in results}
+    hf = sorted(r.id for r in results if r.included and r.stack == "hf")
+    assert hf == ["pub-50", "pub-54"]
+    assert by_id["pub-07"].included and by_id["pub-07"].stack == "litgpt"
+    # 2024 transformers kept the embedding's 8-bit states 8-bit: the rows say so.
+    for rid in hf:
+        assert not estimate_accuracy.CASES[rid].bnb_embedding_fp32_state
 
 
 @needs_data
@@ -222,10 +237,26 @@ def test_bytes_per_parameter_regimes():
     assert _model_states(amp) * 1e9 / P == pytest.approx(18, abs=0.01)
     pure = estimate_memory(LLAMA2_7B, COUNTS_7B, replace(base, precision="bf16"))
     assert _model_states(pure) * 1e9 / P == pytest.approx(8, abs=0.01)
-    eight = estimate_memory(
-        LLAMA2_7B, COUNTS_7B, replace(base, precision="bf16", optimizer="adamw_8bit")
+    eight_2024 = replace(
+        base, precision="bf16", optimizer="adamw_8bit", bnb_embedding_fp32_state=False
     )
+    eight = estimate_memory(LLAMA2_7B, COUNTS_7B, eight_2024)
     assert _model_states(eight) * 1e9 / P == pytest.approx(6.03, abs=0.01)
+    # transformers >= 4.52: the Trainer keeps the embedding's states in fp32 (8 B/param).
+    now = estimate_memory(LLAMA2_7B, COUNTS_7B, replace(eight_2024, bnb_embedding_fp32_state=True))
+    extra = COUNTS_7B.embedding * (8 - 2 * (1 + 4 / 256))
+    assert (now.optimizer_gb - eight.optimizer_gb) * 1e9 == pytest.approx(extra)
+    # ... only where the embedding trains and the override can find it
+    lora8 = lora_shape(optimizer="adamw_8bit")
+    assert estimate_memory(LLAMA31_8B, COUNTS_8B, lora8).optimizer_gb == pytest.approx(
+        estimate_memory(
+            LLAMA31_8B, COUNTS_8B, replace(lora8, bnb_embedding_fp32_state=False)
+        ).optimizer_gb
+    )
+    zero3 = replace(eight_2024, distributed="deepspeed_zero3", world_size=2, gpus_per_node=2)
+    assert estimate_memory(LLAMA2_7B, COUNTS_7B, zero3).peak_gb == pytest.approx(
+        estimate_memory(LLAMA2_7B, COUNTS_7B, replace(zero3, bnb_embedding_fp32_state=True)).peak_gb
+    )
     fp32 = estimate_memory(LLAMA2_7B, COUNTS_7B, replace(base, precision="fp32"))
     assert _model_states(fp32) * 1e9 / P == pytest.approx(16, abs=0.01)
 
@@ -239,20 +270,94 @@ def test_lora_adapters_cost_16_bytes_each_with_adamw():
 
 
 # Measured on the CPU with ``python benchmarks/estimate_accuracy.py --saved-tensors``
-# (transformers 5.24, peft 0.21, torch 2.13): bytes autograd keeps per token per decoder layer,
-# divided by hidden_size, for a Llama layer with h=1024, i=2752, head_dim 128.
+# (transformers 5.24, peft 0.21, torch 2.13; CUDA autocast's fp32 ops applied): bytes autograd
+# keeps per token per decoder layer, divided by hidden_size (1024), for small layers of each
+# type (see SAVED_TENSOR_CONFIGS there).
 HF_SAVED_TENSORS_MEASURED = {
-    ("full", 8): 45.54,
-    ("full", 2): 42.54,
-    ("lora_qv", 8): 36.73,
-    ("lora_qv", 2): 33.63,
+    "llama full MHA": 45.54,
+    "llama full GQA 8:2": 42.54,
+    "llama LoRA q,v MHA": 36.73,
+    "llama LoRA q,v GQA 8:2": 33.63,
+    "gemma full (MQA)": 57.05,
+    "gemma LoRA q,v (MQA)": 41.52,
+    "phi full": 86.10,
+    "phi LoRA q,v": 72.66,
+    "phi full, no autocast": 54.07,
+    "gpt2 full": 84.14,
+    "gpt2 LoRA c_attn": 74.67,
 }
+
+
+def test_saved_tensor_measurement_covers_every_config():
+    labels = [c[0] for c in estimate_accuracy.SAVED_TENSOR_CONFIGS]
+    assert sorted(labels) == sorted(HF_SAVED_TENSORS_MEASURED)
 
 
 @pytest.mark.parametrize("key", sorted(HF_SAVED_TENSORS_MEASURED))
 def test_activation_coefficient_matches_hf_saved_tensor_measurement(key):
     modelled = estimate_accuracy.modelled_saved_tensors()[key]
-    assert modelled == pytest.approx(HF_SAVED_TENSORS_MEASURED[key], rel=0.02)
+    assert modelled == pytest.approx(HF_SAVED_TENSORS_MEASURED[key], rel=0.01)
+
+
+PHI15 = resolve_model("microsoft/phi-1_5").architecture
+GEMMA2B = resolve_model("google/gemma-2b").architecture
+
+
+def _per_layer(arch, **kw):
+    from finetune_gen.estimate import _layer_activation_bytes
+
+    shape = TrainingShape(
+        **{
+            "method": "lora",
+            "trainable_params": trainable_params(arch, "lora", target_modules="minimal", r=8),
+            "precision": "bf16",
+            "micro_batch_size": 1,
+            "seq_len": 1024,
+            "gradient_checkpointing": False,
+            "optimizer": "adamw_torch",
+            "target_modules": ("q_proj", "v_proj"),
+            "lora_dropout": 0.0,
+            **kw,
+        }
+    )
+    return _layer_activation_bytes(arch, shape, trainable=shape.method == "full")
+
+
+def test_phi_layer_coefficients():
+    """phi-1.5 (h=2048, i=4h): LayerNorm + gelu_new under CUDA autocast, per token and h."""
+    h = PHI15.hidden_size
+    # LoRA q,v: LayerNorm 4 + attention 8 + gelu_new (12 + 2) * 4 + LoRA 2 * 2 (+ lora_B, lse)
+    assert _per_layer(PHI15) / h == pytest.approx(4 + 8 + 56 + 4, abs=0.2)
+    # full: + four 16-bit copies of the LayerNorm output, dense's input copy, fc2's input
+    full = _per_layer(PHI15, method="full", trainable_params=count_params(PHI15).total)
+    assert full / h == pytest.approx(4 + 8 + 56 + 8 + 2 + 8, abs=0.2)
+    # without autocast (litgpt bf16-true): 16-bit LayerNorm input, gelu_new's four 16-bit tensors
+    assert _per_layer(PHI15, autocast=False) / h == pytest.approx(2 + 8 + 32 + 4, abs=0.2)
+    # a one-op GELU keeps only its input
+    tanh = Architecture.from_config({**PHI15.config, "hidden_act": "gelu_pytorch_tanh"})
+    assert _per_layer(tanh, autocast=False) / h == pytest.approx(2 + 8 + 8 + 4, abs=0.2)
+    # phi-2's residual dropout keeps two 1-byte masks per layer
+    phi2 = resolve_model("microsoft/phi-2").architecture
+    no_drop = Architecture.from_config({**phi2.config, "resid_pdrop": 0.0})
+    assert _per_layer(phi2) - _per_layer(no_drop) == pytest.approx(2 * phi2.hidden_size)
+
+
+def test_autocast_does_not_change_rmsnorm_models():
+    """Llama/Gemma norms upcast explicitly, so only LayerNorm/gelu_new models depend on it."""
+    for arch in (LLAMA31_8B, GEMMA2B):
+        full = {"method": "full", "trainable_params": count_params(arch).total}
+        for kw in ({}, full):
+            assert _per_layer(arch, autocast=False, **kw) == _per_layer(arch, **kw)
+    assert _per_layer(PHI15, autocast=False) < _per_layer(PHI15)
+
+
+def test_gemma_trained_norm_keeps_fp32_product():
+    """GemmaRMSNorm multiplies (1 + w) in fp32 before casting: a trained weight keeps 4h."""
+    h = GEMMA2B.hidden_size
+    full = _per_layer(GEMMA2B, method="full", trainable_params=count_params(GEMMA2B).total)
+    llama_like = Architecture.from_config({**GEMMA2B.config, "model_type": "llama"})
+    ref = _per_layer(llama_like, method="full", trainable_params=count_params(GEMMA2B).total)
+    assert full - ref == pytest.approx(2 * (4 - 2) * h)
 
 
 def test_logits_dominate_for_big_vocabularies():
@@ -385,6 +490,8 @@ MODELS = [
     "meta-llama/Llama-3.2-1B",
     "Qwen/Qwen2.5-7B",
     "google/gemma-2-2b",
+    "google/gemma-2b",
+    "microsoft/phi-1_5",
     "openai-community/gpt2",
 ]
 ARCHS = {m: resolve_model(m).architecture for m in MODELS}
@@ -419,6 +526,8 @@ def shapes(draw):
         cpu_offload=offload,
         quant_bits=4 if method == "qlora" else 16,
         num_virtual_tokens=20 if method == "prompt_tuning" else 0,
+        autocast=draw(st.booleans()),
+        bnb_embedding_fp32_state=draw(st.booleans()),
     )
     return model, shape
 

@@ -261,6 +261,19 @@ def test_known_numbers():
     llama2 = _arch("meta-llama/Llama-2-7b-hf")
     assert trainable_params(llama2, "lora", target_modules=["q_proj", "v_proj"], r=8) == 4_194_304
     assert trainable_params(llama2, "qlora", target_modules=["q_proj", "v_proj"], r=8) == 4_194_304
+    # Published totals; phi's lm_head bias (51,200) is in `other`, not in `lm_head`.
+    gemma = count_params(_arch("google/gemma-2b"))
+    assert gemma.total == 2_506_172_416 and gemma.lm_head == 0
+    assert count_params(_arch("google/gemma-7b")).total == 8_537_680_896
+    phi = _arch("microsoft/phi-1_5")
+    counts = count_params(phi)
+    assert counts.total == 1_418_270_720
+    assert counts.lm_head == 51200 * 2048 and counts.embedding == 51200 * 2048
+    # biases of q, k, v, dense, fc2 (h) and fc1 (i), the LayerNorms, the lm_head bias
+    assert counts.other == 24 * (5 * 2048 + 8192 + 2 * 2048) + 2 * 2048 + 51200
+    assert count_params(_arch("microsoft/phi-2")).total == 2_779_683_840
+    # litgpt's phi-1.5 LoRA (r=8 on q and v): 24 * 2 * 8 * (2048 + 2048)
+    assert trainable_params(phi, "lora", target_modules=["q_proj", "v_proj"], r=8) == 1_572_864
 
 
 # ----------------------------------------------------------------------------- peft
