@@ -184,6 +184,7 @@ def peft_arguments(plan: Plan) -> dict[str, Any]:
         targets, feedforward = {
             "gpt2": (["c_attn", "mlp.c_proj"], ["mlp.c_proj"]),
             "phi3": (["qkv_proj", "down_proj"], ["down_proj"]),
+            "phi": (["k_proj", "v_proj", "fc2"], ["fc2"]),
             "falcon": (["query_key_value", "dense_4h_to_h"], ["dense_4h_to_h"]),
             "mixtral": (["k_proj", "v_proj"], []),
         }.get(plan.model_type, llama_like)

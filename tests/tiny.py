@@ -23,6 +23,12 @@ HEADER_TEMPLATE = (
     "'<|end_header_id|>\\n\\n' + message['content'] + '<|eot_id|>' }}{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}"
 )
+# A template whose turns end with a plain newline, not a special token: a model trained on it
+# would never learn to stop, and train.py must refuse it.
+PLAIN_TEMPLATE = (
+    "{% for message in messages %}{{ message['role'] + ': ' + message['content'] + '\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ 'assistant: ' }}{% endif %}"
+)
 
 WORDS = (
     "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho "
@@ -89,6 +95,8 @@ def build_tokenizer(
     elif template == "chatml":
         fast.chat_template = CHATML_TEMPLATE
         fast.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    elif template == "plain":
+        fast.chat_template = PLAIN_TEMPLATE
     fast.save_pretrained(folder)
     return fast
 
@@ -171,3 +179,58 @@ def write_chat(path: Path, fmt: str = "chatml", rows: int = 48) -> Path:
             items.append({"messages": [{"role": r, "content": c} for r, c in turns]})
     path.write_text("".join(json.dumps(item) + "\n" for item in items))
     return path
+
+
+def write_rows(path: Path, items: list[dict]) -> Path:
+    """Rows as .jsonl, .json (a list), .csv or .parquet, by the file's suffix."""
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        path.write_text("".join(json.dumps(item) + "\n" for item in items))
+    elif suffix == ".json":
+        path.write_text(json.dumps(items, indent=1))
+    elif suffix == ".csv":
+        import csv
+
+        with path.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(items[0]))
+            writer.writeheader()
+            writer.writerows(items)
+    elif suffix == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(items), path)
+    else:
+        raise ValueError(f"no writer for {suffix}")
+    return path
+
+
+def write_classification(path: Path, rows: int = 48) -> Path:
+    """Three learnable classes: the words of a review give its sentiment away (text, label)."""
+    rng = random.Random(3)
+    vocab = {
+        "positive": ["good", "great", "nice", "love", "one"],
+        "negative": ["bad", "awful", "sad", "hate", "two"],
+        "neutral": ["table", "chair", "road", "city", "tree"],
+    }
+    names = sorted(vocab)
+    items = []
+    for i in range(rows):
+        label = names[i % 3]
+        items.append(
+            {"review": " ".join(rng.choice(vocab[label]) for _ in range(6)), "sentiment": label}
+        )
+    return write_rows(path, items)
+
+
+def write_text(path: Path, rows: int = 48) -> Path:
+    """Raw documents for continued pre-training: repetitive, so the loss falls quickly."""
+    rng = random.Random(4)
+    items = []
+    for i in range(rows):
+        start = rng.randrange(10)
+        counting = " ".join(WORDS[24 + (start + k) % 10] for k in range(8))
+        items.append(
+            {"body": f"{counting}. the {WORDS[i % 6]} river runs past the {WORDS[i % 4]} city."}
+        )
+    return write_rows(path, items)
