@@ -29,7 +29,9 @@ GENERATION_COLUMNS = {"text": "text"}
 MAX_ROWS_READ = 200_000  # reading is linear; beyond this the statistics are extrapolated
 
 
-def resolve_columns(task_type: str, data_format: str, columns: dict[str, str] | None) -> dict[str, str]:
+def resolve_columns(
+    task_type: str, data_format: str, columns: dict[str, str] | None
+) -> dict[str, str]:
     """The role -> field mapping the script uses: the spec's, over the format's defaults."""
     if data_format == "custom":
         return dict(sorted((columns or {}).items()))
@@ -50,6 +52,7 @@ class DatasetStats:
     problems: list[str]
     sample_fields: list[str]
     file_bytes: int
+    labels: list[str] = field(default_factory=list)  # distinct label values (classification)
 
     @property
     def mean_tokens(self) -> int:
@@ -78,7 +81,9 @@ def _rows(path: Path) -> Iterator[dict[str, Any]]:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as error:
-            raise SpecError(f"{path}:{error.lineno}:{error.colno}: not valid JSON ({error.msg})") from None
+            raise SpecError(
+                f"{path}:{error.lineno}:{error.colno}: not valid JSON ({error.msg})"
+            ) from None
         if isinstance(data, dict):  # {"train": [...]} or {"data": [...]}
             data = next((v for v in data.values() if isinstance(v, list)), [data])
         yield from data
@@ -92,14 +97,18 @@ def _rows(path: Path) -> Iterator[dict[str, Any]]:
             return
         yield from pq.read_table(path).to_pylist()
     else:
-        raise SpecError(f"dataset.path: unsupported file type {suffix!r}; use .json, .jsonl, .csv or .parquet")
+        raise SpecError(
+            f"dataset.path: unsupported file type {suffix!r}; use .json, .jsonl, .csv or .parquet"
+        )
 
 
 def _row_text(row: dict[str, Any]) -> str:
     return json.dumps(row, ensure_ascii=False)
 
 
-def row_problems(row: Any, index: int, task_type: str, data_format: str, columns: dict[str, str]) -> list[str]:
+def row_problems(
+    row: Any, index: int, task_type: str, data_format: str, columns: dict[str, str]
+) -> list[str]:
     """Format problems of one row, named by row and field (the same checks train.py makes)."""
     if not isinstance(row, dict):
         return [f"row {index}: expected an object, got {type(row).__name__}"]
@@ -108,11 +117,15 @@ def row_problems(row: Any, index: int, task_type: str, data_format: str, columns
         turns = row.get(columns["messages"])
         keys = ("from", "value") if data_format == "sharegpt" else ("role", "content")
         if not isinstance(turns, list) or not turns:
-            problems.append(f"row {index}: field {columns['messages']!r} must be a non-empty list of turns")
+            problems.append(
+                f"row {index}: field {columns['messages']!r} must be a non-empty list of turns"
+            )
         else:
             for number, turn in enumerate(turns):
                 if not isinstance(turn, dict) or any(k not in turn for k in keys):
-                    problems.append(f"row {index}, turn {number}: expected keys {keys[0]!r} and {keys[1]!r}")
+                    problems.append(
+                        f"row {index}, turn {number}: expected keys {keys[0]!r} and {keys[1]!r}"
+                    )
                     break
         return problems
     optional = {"input", "system"}
@@ -121,16 +134,21 @@ def row_problems(row: Any, index: int, task_type: str, data_format: str, columns
             continue
         value = row.get(name)
         if value is None or (isinstance(value, str) and not value.strip()):
-            problems.append(f"row {index}: field {name!r} ({role}) is missing or empty; found {sorted(row)}")
+            problems.append(
+                f"row {index}: field {name!r} ({role}) is missing or empty; found {sorted(row)}"
+            )
     return problems
 
 
-def read_stats(path: str, task_type: str, data_format: str, columns: dict[str, str]) -> DatasetStats | None:
+def read_stats(
+    path: str, task_type: str, data_format: str, columns: dict[str, str]
+) -> DatasetStats | None:
     """Statistics of a local dataset file, or None for a hub id (not at hand)."""
     file = Path(path).expanduser()
     if not file.is_file():
         return None
     lengths: list[int] = []
+    labels: set[str] = set()
     problems: list[str] = []
     sample_fields: list[str] = []
     for index, row in enumerate(_rows(file), 1):  # numbered from 1, as train.py reports rows
@@ -141,6 +159,8 @@ def read_stats(path: str, task_type: str, data_format: str, columns: dict[str, s
         if len(problems) < 20:
             problems += row_problems(row, index, task_type, data_format, columns)
         lengths.append(max(1, math.ceil(len(_row_text(row)) / CHARS_PER_TOKEN)))
+        if "label" in columns and isinstance(row, dict) and row.get(columns["label"]) is not None:
+            labels.add(str(row[columns["label"]]))
     if not lengths:
         raise SpecError(f"dataset.path: {path} has no rows")
     return DatasetStats(
@@ -149,4 +169,5 @@ def read_stats(path: str, task_type: str, data_format: str, columns: dict[str, s
         problems=problems,
         sample_fields=sample_fields,
         file_bytes=file.stat().st_size,
+        labels=sorted(labels),
     )

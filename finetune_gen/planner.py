@@ -95,7 +95,9 @@ class Planner:
         self.stats: DatasetStats | None = read_stats(
             spec.dataset.path, spec.task_type.value, spec.dataset.format.value, self.columns
         )
-        self.num_labels = 2
+        # The classification head's size counts in the trainable parameters.
+        self.num_labels = max(2, len(self.stats.labels)) if self.stats else 2
+        self.check_task_and_method()
         self.counts: ParamCounts = count_params(
             self.arch, task=self.task, num_labels=self.num_labels
         )
@@ -111,6 +113,48 @@ class Planner:
     ) -> Any:
         draft.decisions[setting] = Decision(setting=setting, value=value, why=why, source=source)
         return value
+
+    # ------------------------------------------------------------ combinations
+
+    def check_task_and_method(self) -> None:
+        """Requests that cannot run with the installed stack, refused before planning."""
+        task, method = self.spec.task_type.value, self.tc.method
+        needs = {
+            "instruction": [("prompt", "response"), ("messages",)],
+            "chat": [("prompt", "response"), ("messages",)],
+            "classification": [("text", "label")],
+            "generation": [("text",), ("prompt", "response"), ("messages",)],
+        }[task]
+        if not any(all(role in self.columns for role in option) for option in needs):
+            wanted = " or ".join("+".join(option) for option in needs)
+            raise SpecError(
+                f"dataset: task_type {task} needs the column roles {wanted}",
+                problems=[
+                    (
+                        f"dataset.format: {self.spec.dataset.format.value} gives roles "
+                        f"{', '.join(sorted(self.columns)) or 'none'}; use format custom with "
+                        "`columns`, e.g. {text: review, label: sentiment}"
+                        if task == "classification"
+                        else f"dataset.columns: map the roles {wanted}"
+                    )
+                ],
+            )
+        if method == "prefix_tuning" and task == "classification":
+            raise SpecError(
+                "training_config.method: prefix_tuning cannot train a classification head here",
+                problems=[
+                    "training_config.method: peft's prefix tuning needs past key values, which "
+                    "transformers 5 sequence-classification models do not accept; use prompt_tuning or lora"
+                ],
+            )
+        if method == "prefix_tuning" and self.tc.gradient_checkpointing:
+            raise SpecError(
+                "training_config.gradient_checkpointing: not with prefix_tuning",
+                problems=[
+                    "training_config.gradient_checkpointing: peft refuses prefix tuning with "
+                    "checkpointing; set it to false (or use prompt_tuning / lora)"
+                ],
+            )
 
     # ------------------------------------------------------------ data
 
@@ -354,7 +398,12 @@ class Planner:
                 self.record(
                     draft, ctx, "reduce_batch_size", "micro_batch_size", old, new, why, halve
                 )
-        if not self.fits(draft, ctx) and not draft.gradient_checkpointing:
+        # peft refuses prefix tuning with gradient checkpointing: that step does not apply.
+        if (
+            not self.fits(draft, ctx)
+            and not draft.gradient_checkpointing
+            and draft.method != "prefix_tuning"
+        ):
             why = "activations do not fit; recompute them in the backward pass (about 1/3 more compute)"
             enable = lambda: setattr(draft, "gradient_checkpointing", True)  # noqa: E731
             self.record(
@@ -412,6 +461,12 @@ class Planner:
                     "deepspeed_zero2" if draft.method != "full" else "deepspeed_zero3"
                 )
 
+        before = (draft.cpu_offload, draft.distributed, self.peak_gb(draft, ctx))
+        offload_optimizer()
+        helps = self.peak_gb(draft, ctx) < before[2]
+        draft.cpu_offload, draft.distributed = before[0], before[1]
+        if not helps:
+            return  # tiny optimizer states (e.g. prefix tuning): ZeRO's buffers would cost more
         why = "still does not fit; optimizer states move to CPU RAM (slower steps)"
         self.record(
             draft,
@@ -551,7 +606,8 @@ class Planner:
             logging_steps=logging_steps,
             eval_steps=eval_steps,
             output_dir=self.spec.output_dir,
-            run_name=self.spec.run_name or f"{self.spec.base_model.rstrip('/').split('/')[-1]}-{draft.method}",
+            run_name=self.spec.run_name
+            or f"{self.spec.base_model.rstrip('/').split('/')[-1]}-{draft.method}",
             decoder_layer_class=self.arch.decoder_layer_class,
             hardware=ctx.hardware,
             total_params=self.counts.total,
@@ -660,8 +716,9 @@ class Planner:
 
         lines = [
             f"No plan fits {ctx.world_size} x {ctx.hardware.vram_per_gpu_gb:g} GB: even with "
-            f"{draft.method}, micro-batch {draft.micro_batch}, gradient checkpointing and "
-            f"CPU offload '{draft.cpu_offload}', the estimated peak is {peak:.1f} GB per GPU "
+            f"{draft.method}, micro-batch {draft.micro_batch}, gradient checkpointing "
+            f"{'on' if draft.gradient_checkpointing else 'off'} and CPU offload "
+            f"'{draft.cpu_offload}', the estimated peak is {peak:.1f} GB per GPU "
             f"(usable: {ctx.usable:.1f} GB)."
         ]
         suggestion = smallest_fitting_hardware(self, draft.method) if self.suggest_on_no_fit else ""

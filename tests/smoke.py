@@ -46,7 +46,8 @@ def generate(spec: Path, out: Path) -> Path:
 
 
 def run_script(folder: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONHASHSEED": "0"}
+    # One thread per run: on a busy 2-core machine two torch threads made a 7 s run take a minute.
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1"}
     return subprocess.run(
         [sys.executable, *args],
         cwd=folder,
