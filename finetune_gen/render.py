@@ -243,7 +243,7 @@ def build_view(plan: Plan) -> View:
         f"computes the loss on {loss_on}",
         f"micro-batch {plan.micro_batch_size} x {plan.gradient_accumulation_steps} accumulation steps"
         f" x {plan.world_size} GPU(s) = {plan.effective_batch_size} sequences per optimizer step",
-        f"saves checkpoints every {plan.eval_steps} steps (the newest {plan.save_total_limit} kept)"
+        f"saves a checkpoint every {plan.eval_steps} step(s) (the newest {plan.save_total_limit} kept)"
         ", then the result, the tokenizer and the metrics",
     ]
     method_kind = "peft" if plan.is_peft else "full"

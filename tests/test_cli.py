@@ -204,3 +204,23 @@ def test_wheel_installs_and_generates_outside_the_checkout(tmp_path):
         text=True,
     )
     assert str(env_dir) in imported.stdout, "the wheel, not the checkout, must have been used"
+
+
+def test_quantization_config_is_accepted_by_transformers(tmp_path):
+    """The GPU path's BitsAndBytesConfig (string dtypes, NF4, double quant) as generated."""
+    from transformers import BitsAndBytesConfig
+
+    run_cli("generate", "golden/mistral-qlora-2gpu/spec.yaml", "-o", tmp_path, check=True)
+    tree = ast.parse((tmp_path / "train.py").read_text())
+    node = next(
+        n
+        for n in tree.body
+        if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "QUANTIZATION"
+    )
+    config = BitsAndBytesConfig(**ast.literal_eval(node.value))
+    assert (
+        config.load_in_4bit
+        and config.bnb_4bit_quant_type == "nf4"
+        and config.bnb_4bit_use_double_quant
+    )
+    assert str(config.bnb_4bit_compute_dtype) == "torch.bfloat16"
