@@ -115,7 +115,6 @@ class View:
     perplexity: bool = True
     # Why this plan cannot run with the installed libraries ("" when it can): the generated
     # scripts stop at start-up with this explanation instead of failing mid-way.
-    unsupported: str = ""
 
 
 def _task_kind(plan: Plan) -> str:
@@ -273,26 +272,6 @@ def build_view(plan: Plan) -> View:
     if plan.task_type == "classification":
         view.auto_peft_class = "AutoPeftModelForSequenceClassification"
         view.perplexity = False
-    # Plans the installed peft cannot run (measured with peft 0.21, transformers 5).
-    if plan.method == "prefix_tuning" and plan.task_type == "classification":
-        view.unsupported = (
-            "prefix tuning cannot train a sequence-classification model with peft and "
-            "transformers 5: peft passes the prefix as past_key_values, which the "
-            "*ForSequenceClassification models no longer accept (peft raises 'Model does not "
-            "support past key values'). Use prompt_tuning, lora or ia3 for classification."
-        )
-    elif plan.method == "prefix_tuning" and plan.gradient_checkpointing:
-        view.unsupported = (
-            "prefix tuning does not work with gradient checkpointing in peft (it raises "
-            "'PREFIX_TUNING does not work with gradient checkpointing'). Set "
-            "training_config.gradient_checkpointing: false, or use prompt_tuning or lora."
-        )
-    elif plan.method in ("loha", "lokr") and plan.model_type == "gpt2":
-        view.unsupported = (
-            f"{METHOD_TITLES[plan.method]} cannot adapt GPT-2-style models: peft's LoHa/LoKr "
-            "layers support torch Linear and Conv layers only, and GPT-2 uses transformers' "
-            "Conv1D for attention and MLP. Use lora, dora or ia3 for this model."
-        )
     if plan.quantization:
         view.bnb_kwargs = {
             "load_in_4bit": True,

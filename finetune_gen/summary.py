@@ -78,4 +78,4 @@ def summary_text(plan: Plan, resources: Resources, *, detailed: bool = False) ->
         for assumption in resources.assumptions:
             console.print(f"  - {assumption}")
     text = console.file.getvalue()  # type: ignore[attr-defined]
-    return "\n".join(line.rstrip() for line in text.splitlines()) + "\n"
+    return "\n".join(line.rstrip() for line in text.splitlines()).rstrip() + "\n"

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import pytest
 
 import tiny
+from conftest import run_cli
 from smoke import assert_trained, generate, run_script, write_spec
 
 pytestmark = pytest.mark.slow
@@ -240,18 +241,21 @@ def write_data(case: Case, folder) -> object:
     return tiny.write_text(path)
 
 
-def make_run(tmp_path, tiny_models, case: Case, **training):
+def make_spec(tmp_path, tiny_models, case: Case, **training):
     arch, variant = case.model
     model = tiny_models(arch, **variant)
     data = write_data(case, tmp_path)
     overrides = {"method": case.method, "epochs": 5, **case.training, **training}
     dataset = {"columns": case.columns} if case.columns else {}
-    spec = write_spec(
+    return write_spec(
         tmp_path, model, data, task_type=case.task, format=case.format, dataset=dataset, **overrides
     )
+
+
+def make_run(tmp_path, tiny_models, case: Case, **training):
     # 48 rows, 38 for training at 4 a step, 5 epochs: 50 planned steps, so every step is
     # logged and evaluation runs every 5; --max-steps 20 stops early.
-    return generate(spec, tmp_path / "run")
+    return generate(make_spec(tmp_path, tiny_models, case, **training), tmp_path / "run")
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
@@ -315,7 +319,7 @@ def test_eval_reloads_exactly_what_was_trained(tmp_path, tiny_models):
                 columns=CLASSIFICATION_COLUMNS,
             ),
             {},
-            "prefix tuning cannot train a sequence-classification model",
+            "prefix_tuning cannot train a classification head",
         ),
         (
             Case(
@@ -327,14 +331,15 @@ def test_eval_reloads_exactly_what_was_trained(tmp_path, tiny_models):
                 "alpaca.jsonl",
             ),
             {"gradient_checkpointing": True},
-            "prefix tuning does not work with gradient checkpointing",
+            "peft refuses prefix tuning with checkpointing",
         ),
     ],
     ids=["prefix_tuning-classification", "prefix_tuning-gradient_checkpointing"],
 )
-def test_unsupported_plans_stop_at_start_up(tmp_path, tiny_models, case, training, message):
-    run = make_run(tmp_path, tiny_models, case, **training)
-    result = run_script(run, "train.py", "--max-steps", "2", "--output-dir", "out")
-    assert result.returncode != 0
+def test_unsupported_plans_are_refused_at_generate_time(tmp_path, tiny_models, case, training, message):
+    """What the installed peft cannot run is refused with the reason, before any script exists."""
+    spec = make_spec(tmp_path, tiny_models, case, **training)
+    result = run_cli("generate", spec, "-o", tmp_path / "run")
+    assert result.returncode == 2
     assert message in result.stderr
-    assert not (run / "out").exists()
+    assert not (tmp_path / "run").exists()
