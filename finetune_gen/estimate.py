@@ -16,22 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .architecture import Architecture
-from .params import _IA3_TARGETS, ParamCounts, linear_shapes
+from .params import _IA3_TARGETS, METHODS, ParamCounts, linear_shapes
 
 GB = 1e9
 
-METHODS = (
-    "full",
-    "lora",
-    "qlora",
-    "dora",
-    "ia3",
-    "loha",
-    "lokr",
-    "prefix_tuning",
-    "prompt_tuning",
-    "freeze",
-)
 PEFT_METHODS = ("lora", "qlora", "dora", "ia3", "loha", "lokr", "prefix_tuning", "prompt_tuning")
 ADAPTER_METHODS = ("lora", "qlora", "dora", "loha", "lokr")
 DISTRIBUTED = ("none", "ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3")

@@ -38,19 +38,8 @@ from typing import Any
 
 from finetune_gen.architecture import Architecture
 from finetune_gen.errors import SpecError
+from finetune_gen.spec import METHODS
 
-METHODS = (
-    "full",
-    "lora",
-    "qlora",
-    "dora",
-    "ia3",
-    "loha",
-    "lokr",
-    "prefix_tuning",
-    "prompt_tuning",
-    "freeze",
-)
 TASKS = ("causal_lm", "sequence_classification")
 # Model types whose counts are checked against transformers; others are counted as Llama.
 EXACT_MODEL_TYPES = frozenset(

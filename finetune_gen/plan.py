@@ -67,6 +67,12 @@ class DatasetPlan(_Frozen):
     counted_from_file: bool
 
 
+# Usable share of a card's memory. The estimate is of max_memory_allocated plus the CUDA
+# context; PyTorch's caching allocator reserves 5-20% more than it hands out (ESTIMATION.md,
+# caveat 1), so the plan keeps 10% of the card free for it.
+USABLE_VRAM_FRACTION = 0.90
+
+
 class HardwarePlan(_Frozen):
     gpus: int
     nodes: int
@@ -78,6 +84,33 @@ class HardwarePlan(_Frozen):
     price_per_gpu_hour: float
     price_source: str
     assumed: bool
+
+    @classmethod
+    def for_gpu(
+        cls,
+        gpu: Any,
+        gpus: int,
+        *,
+        nodes: int = 1,
+        vram_gb: float | None = None,
+        price: float | None = None,
+        price_source: str | None = None,
+        assumed: bool = False,
+    ) -> "HardwarePlan":
+        """Hardware of a catalog GPU type; the spec may give its own memory size and price."""
+        vram = gpu.memory_gb if vram_gb is None else vram_gb
+        return cls(
+            gpus=gpus,
+            nodes=nodes,
+            vram_per_gpu_gb=vram,
+            usable_vram_gb=round(vram * USABLE_VRAM_FRACTION, 2),
+            gpu_type=gpu.name,
+            gpu_display=gpu.display,
+            supports_bf16=gpu.supports_bf16,
+            price_per_gpu_hour=gpu.price_usd_hour if price is None else price,
+            price_source=price_source or gpu.price_source,
+            assumed=assumed,
+        )
 
 
 class Plan(_Frozen):

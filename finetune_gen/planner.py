@@ -43,13 +43,8 @@ from .plan import (
 )
 from .spec import Spec
 
-# Usable share of a card's memory. The estimate is of max_memory_allocated plus the CUDA
-# context; PyTorch's caching allocator reserves 5-20% more than it hands out (ESTIMATION.md,
-# caveat 1), so the plan keeps 10% of the card free for it.
-USABLE_VRAM_FRACTION = 0.90
 # Quality order for automatic method choice (the issue and the seed: full > LoRA > QLoRA).
 AUTO_METHODS = ("full", "lora", "qlora")
-PEFT_METHODS = ("lora", "qlora", "dora", "ia3", "loha", "lokr", "prefix_tuning", "prompt_tuning")
 
 
 @dataclass(frozen=True)
@@ -66,10 +61,6 @@ def _targets(lora: LoraPlan | None) -> tuple[str, ...] | str | None:
     return (
         lora.target_modules if isinstance(lora.target_modules, str) else tuple(lora.target_modules)
     )
-
-
-def _usable(vram_gb: float) -> float:
-    return round(vram_gb * USABLE_VRAM_FRACTION, 2)
 
 
 class Planner:
@@ -212,23 +203,14 @@ class Planner:
                 "hardware: give vram_per_gpu or gpu_type",
                 problems=["hardware.vram_per_gpu: required"],
             )
-        vram = hw.vram_per_gpu if hw.vram_per_gpu is not None else gpu.memory_gb
-        price = hw.price_per_gpu_hour if hw.price_per_gpu_hour is not None else gpu.price_usd_hour
-        source = (
-            "spec (hardware.price_per_gpu_hour)"
-            if hw.price_per_gpu_hour is not None
-            else gpu.price_source
-        )
-        return HardwarePlan(
-            gpus=hw.gpus,
+        overridden = hw.price_per_gpu_hour is not None
+        return HardwarePlan.for_gpu(
+            gpu,
+            hw.gpus,
             nodes=hw.nodes,
-            vram_per_gpu_gb=vram,
-            usable_vram_gb=_usable(vram),
-            gpu_type=gpu.name,
-            gpu_display=gpu.display,
-            supports_bf16=gpu.supports_bf16,
-            price_per_gpu_hour=price,
-            price_source=source,
+            vram_gb=hw.vram_per_gpu,
+            price=hw.price_per_gpu_hour,
+            price_source="spec (hardware.price_per_gpu_hour)" if overridden else None,
             assumed=hw.gpu_type is None,
         )
 

@@ -11,7 +11,7 @@ import copy
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .catalog import GPU, list_gpus
+from .catalog import list_gpus
 from .errors import NoFitError
 from .plan import HardwarePlan
 
@@ -37,23 +37,6 @@ class Candidate:
         )
 
 
-def hardware_for(gpu: GPU, count: int) -> HardwarePlan:
-    from .planner import _usable
-
-    return HardwarePlan(
-        gpus=count,
-        nodes=1,
-        vram_per_gpu_gb=gpu.memory_gb,
-        usable_vram_gb=_usable(gpu.memory_gb),
-        gpu_type=gpu.name,
-        gpu_display=gpu.display,
-        supports_bf16=gpu.supports_bf16,
-        price_per_gpu_hour=gpu.price_usd_hour,
-        price_source=gpu.price_source,
-        assumed=False,
-    )
-
-
 def candidates(planner: "Planner", *, method: str | None = None) -> list[Candidate]:
     """Every catalog configuration the spec fits on, cheapest first."""
     from .resources import estimate_resources
@@ -69,7 +52,7 @@ def candidates(planner: "Planner", *, method: str | None = None) -> list[Candida
             if trial.tc.precision == "bf16" and not gpu.supports_bf16:
                 continue
             try:
-                plan, _ = trial.plan(hardware_for(gpu, count))
+                plan, _ = trial.plan(HardwarePlan.for_gpu(gpu, count))
             except NoFitError:
                 continue
             if plan.cpu_offload != "none":
@@ -85,7 +68,9 @@ def candidates(planner: "Planner", *, method: str | None = None) -> list[Candida
                 )
             )
             break  # more GPUs of the same type only add cost once one count fits
-    return sorted(found, key=lambda c: (round(c.cost_usd, 2), round(c.hours, 3), c.hardware.gpu_type))
+    return sorted(
+        found, key=lambda c: (round(c.cost_usd, 2), round(c.hours, 3), c.hardware.gpu_type)
+    )
 
 
 def recommend_hardware(planner: "Planner") -> HardwarePlan:

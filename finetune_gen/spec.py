@@ -12,7 +12,7 @@ import json
 import re
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Union, get_args
 
 import yaml
 from pydantic import (
@@ -42,18 +42,6 @@ class DatasetFormat(str, Enum):
     custom = "custom"
 
 
-METHODS = (
-    "full",
-    "lora",
-    "qlora",
-    "dora",
-    "prefix_tuning",
-    "prompt_tuning",
-    "ia3",
-    "loha",
-    "lokr",
-    "freeze",
-)
 Method = Literal[
     "full",
     "lora",
@@ -66,6 +54,7 @@ Method = Literal[
     "lokr",
     "freeze",
 ]
+METHODS: tuple[str, ...] = get_args(Method)
 Distributed = Literal["auto", "none", "ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3"]
 CpuOffload = Literal["none", "optimizer", "all"]
 Precision = Literal["bf16", "fp16", "fp32"]
@@ -104,13 +93,19 @@ def parse_vram_gb(value: Union[str, int, float]) -> float:
 class DatasetSpec(_Strict):
     path: str = Field(description="Local .json/.jsonl/.csv/.parquet file, or a hub dataset id.")
     format: DatasetFormat = Field(description="alpaca | sharegpt | chatml | custom")
-    train_split: float = Field(0.9, gt=0, le=1, description="Fraction of the rows used for training.")
-    eval_split: float = Field(0.1, ge=0, lt=1, description="Fraction of the rows held out for evaluation.")
+    train_split: float = Field(
+        0.9, gt=0, le=1, description="Fraction of the rows used for training."
+    )
+    eval_split: float = Field(
+        0.1, ge=0, lt=1, description="Fraction of the rows held out for evaluation."
+    )
     columns: dict[str, str] | None = Field(
         None,
         description="Field mapping for `custom` (roles: prompt, response, text, label, messages, system, input).",
     )
-    num_examples: int | None = Field(None, gt=0, description="Rows in the dataset, when the file is not at hand.")
+    num_examples: int | None = Field(
+        None, gt=0, description="Rows in the dataset, when the file is not at hand."
+    )
     avg_tokens_per_example: int | None = Field(
         None, gt=0, description="Mean tokens per row, when the file is not at hand."
     )
@@ -122,7 +117,9 @@ class DatasetSpec(_Strict):
             if role not in COLUMN_ROLES:
                 hint = difflib.get_close_matches(role, COLUMN_ROLES, n=1)
                 extra = f"; did you mean {hint[0]!r}?" if hint else ""
-                raise ValueError(f"unknown column role {role!r} (roles: {', '.join(COLUMN_ROLES)}){extra}")
+                raise ValueError(
+                    f"unknown column role {role!r} (roles: {', '.join(COLUMN_ROLES)}){extra}"
+                )
         return value
 
     @model_validator(mode="after")
@@ -130,7 +127,9 @@ class DatasetSpec(_Strict):
         if self.train_split + self.eval_split > 1.0 + 1e-9:
             raise ValueError("train_split + eval_split must not exceed 1")
         if self.format == DatasetFormat.custom and not self.columns:
-            raise ValueError("format 'custom' needs a `columns` mapping, e.g. {prompt: question, response: answer}")
+            raise ValueError(
+                "format 'custom' needs a `columns` mapping, e.g. {prompt: question, response: answer}"
+            )
         return self
 
 
@@ -144,21 +143,29 @@ class LoraSpec(_Strict):
 
 
 class TrainingConfig(_Strict):
-    method: Method | None = Field(None, description="Unset: the planner picks the best method that fits.")
+    method: Method | None = Field(
+        None, description="Unset: the planner picks the best method that fits."
+    )
     epochs: float | None = Field(None, gt=0)
     batch_size: int | None = Field(None, gt=0, description="Per-device micro-batch.")
     learning_rate: float | None = Field(None, gt=0, lt=1)
     max_seq_length: int | None = Field(None, gt=0)
     gradient_accumulation_steps: int | None = Field(None, gt=0)
     gradient_checkpointing: bool | None = None
-    optimizer: str | None = Field(None, description="A Hugging Face `optim` name, e.g. adamw_torch_fused.")
+    optimizer: str | None = Field(
+        None, description="A Hugging Face `optim` name, e.g. adamw_torch_fused."
+    )
     precision: Precision | None = None
     packing: bool | None = None
     lora: LoraSpec | None = None
     distributed: Distributed = "auto"
     cpu_offload: CpuOffload | None = None
-    num_virtual_tokens: int | None = Field(None, gt=0, description="prefix_tuning / prompt_tuning only.")
-    freeze_trainable_layers: int | None = Field(None, gt=0, description="freeze only: top layers trained.")
+    num_virtual_tokens: int | None = Field(
+        None, gt=0, description="prefix_tuning / prompt_tuning only."
+    )
+    freeze_trainable_layers: int | None = Field(
+        None, gt=0, description="freeze only: top layers trained."
+    )
     warmup_ratio: float | None = Field(None, ge=0, lt=1)
     weight_decay: float | None = Field(None, ge=0)
     lr_scheduler: str | None = None
@@ -181,9 +188,13 @@ class HardwareSpec(_Strict):
             }
         ),
     ] = Field(None, description='"24GB", "24 GiB", "80G" or a number of GB.')
-    gpu_type: str | None = Field(None, description="A catalog name: a100_80gb, h100_80gb, rtx_4090, t4, ...")
+    gpu_type: str | None = Field(
+        None, description="A catalog name: a100_80gb, h100_80gb, rtx_4090, t4, ..."
+    )
     nodes: int = Field(1, gt=0, le=1024)
-    price_per_gpu_hour: float | None = Field(None, ge=0, description="USD; overrides the catalog price.")
+    price_per_gpu_hour: float | None = Field(
+        None, ge=0, description="USD; overrides the catalog price."
+    )
 
     @field_validator("vram_per_gpu", mode="before")
     @classmethod
@@ -196,9 +207,13 @@ class Spec(_Strict):
     task_type: TaskType
     dataset: DatasetSpec
     training_config: TrainingConfig = Field(default_factory=TrainingConfig)
-    hardware: HardwareSpec | None = Field(None, description="Unset: recommend the cheapest configuration.")
+    hardware: HardwareSpec | None = Field(
+        None, description="Unset: recommend the cheapest configuration."
+    )
     trust_remote_code: bool = False
-    output_dir: str = Field("outputs", description="Where train.py writes checkpoints and the result.")
+    output_dir: str = Field(
+        "outputs", description="Where train.py writes checkpoints and the result."
+    )
     run_name: str | None = None
 
     @field_validator("training_config", mode="before")
@@ -228,7 +243,9 @@ def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
             return None
         annotation = field.annotation
         candidates = getattr(annotation, "__args__", (annotation,))
-        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        model = next(
+            (c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None
+        )
     return model
 
 
@@ -236,7 +253,9 @@ def format_validation_error(error: ValidationError) -> list[str]:
     """One ``path.to.field: message`` line per problem, with a suggestion for unknown keys."""
     lines = []
     for item in error.errors():
-        loc = tuple(p for p in item["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        loc = tuple(
+            p for p in item["loc"] if not (isinstance(p, str) and p.startswith("function-"))
+        )
         path = ".".join(str(p) for p in loc) or "(top level)"
         message = item["msg"]
         if item["type"] == "extra_forbidden":
@@ -280,7 +299,9 @@ def read_spec_data(path: str | Path) -> Any:
         try:
             return json.loads(text)
         except json.JSONDecodeError as error:
-            raise SpecError(f"{path}:{error.lineno}:{error.colno}: JSON syntax error: {error.msg}") from None
+            raise SpecError(
+                f"{path}:{error.lineno}:{error.colno}: JSON syntax error: {error.msg}"
+            ) from None
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as error:
