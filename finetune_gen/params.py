@@ -74,6 +74,14 @@ _IA3_TARGETS = {
     "qwen2": (["q_proj", "v_proj", "down_proj"], ["down_proj"]),
     "qwen3": (["q_proj", "v_proj", "down_proj"], ["down_proj"]),
 }
+
+
+def ia3_modules(model_type: str) -> tuple[list[str], list[str]] | None:
+    """peft's default IA3 (target_modules, feedforward_modules) for a model type, if it has them."""
+    found = _IA3_TARGETS.get(model_type)
+    return (list(found[0]), list(found[1])) if found else None
+
+
 # peft's default LoRA / LoHa / LoKr targets (TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING).
 _LORA_DEFAULT_TARGETS = {
     "gpt2": ["c_attn"],

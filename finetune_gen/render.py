@@ -16,6 +16,7 @@ from typing import Any
 import jinja2
 
 from . import __version__
+from .params import ia3_modules
 from .plan import Plan
 from .prompts import ALPACA_PROMPT, DEFAULT_CHAT_TEMPLATE
 from .resources import Resources
@@ -81,7 +82,9 @@ def environment() -> jinja2.Environment:
         keep_trailing_newline=True,
         autoescape=False,
     )
-    env.filters.update(py=py_literal, yaml=yaml_scalar, sh=shell_quote, json=lambda v: json.dumps(v))
+    env.filters.update(
+        py=py_literal, yaml=yaml_scalar, sh=shell_quote, json=lambda v: json.dumps(v)
+    )
     env.globals.update(version=__version__)
     return env
 
@@ -177,16 +180,15 @@ def peft_arguments(plan: Plan) -> dict[str, Any]:
             kwargs["prompt_tuning_init"] = "RANDOM"
         return kwargs
     if plan.method == "ia3":
-        # IA3 rescales keys, values and the feed-forward output (the IA3 paper); peft needs the
-        # feed-forward subset named explicitly, and GPT-2's c_proj exists in attention and MLP.
-        llama_like = (["k_proj", "v_proj", "down_proj"], ["down_proj"])
-        targets, feedforward = {
-            "gpt2": (["c_attn", "mlp.c_proj"], ["mlp.c_proj"]),
-            "phi3": (["qkv_proj", "down_proj"], ["down_proj"]),
-            "phi": (["k_proj", "v_proj", "fc2"], ["fc2"]),
-            "falcon": (["query_key_value", "dense_4h_to_h"], ["dense_4h_to_h"]),
-            "mixtral": (["k_proj", "v_proj"], []),
-        }.get(plan.model_type, llama_like)
+        # IA3 rescales keys/queries, values and the feed-forward output (the IA3 paper). The
+        # modules are peft's defaults for the architecture, named so the script does not depend
+        # on peft's table; the planner counted trainable parameters with the same table.
+        modules = ia3_modules(plan.model_type)
+        if modules is None:
+            raise ValueError(
+                f"no IA3 modules for model_type {plan.model_type!r}"
+            )  # the planner refuses these
+        targets, feedforward = modules
         return {"target_modules": targets, "feedforward_modules": feedforward, "task_type": task}
     if plan.lora is None:
         return {"task_type": task}
@@ -214,9 +216,17 @@ def peft_arguments(plan: Plan) -> dict[str, Any]:
 def build_view(plan: Plan) -> View:
     task_kind = _task_kind(plan)
     auto_model = (
-        "AutoModelForSequenceClassification" if plan.task_type == "classification" else "AutoModelForCausalLM"
+        "AutoModelForSequenceClassification"
+        if plan.task_type == "classification"
+        else "AutoModelForCausalLM"
     )
-    transformers_names = [auto_model, "AutoTokenizer", "Trainer", "TrainerCallback", "TrainingArguments"]
+    transformers_names = [
+        auto_model,
+        "AutoTokenizer",
+        "Trainer",
+        "TrainerCallback",
+        "TrainingArguments",
+    ]
     imports = []
     if plan.is_peft:
         peft_names = {PEFT_CONFIG_CLASSES[plan.method], "get_peft_model"}

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 
 import pytest
+import yaml
 
 import tiny
 from conftest import run_cli
@@ -264,6 +266,13 @@ def test_train_runs(tmp_path, tiny_models, case):
     result = run_script(run, "train.py", "--max-steps", "20", "--output-dir", "out")
     assert_trained(result, run / "out", case.artifact)
     out = run / "out"
+    planned = yaml.safe_load((run / "config.yaml").read_text())["model"]
+    if planned["trainable_params"] and "chatml_default" not in (run / "config.yaml").read_text():
+        # The planner's exact count is what peft / the script really trains (added chat-token
+        # rows are the exception: their count is not planned).
+        counted = re.search(r"trainable params: ([\d,]+)", result.stdout)
+        assert counted, result.stdout[-2000:]
+        assert int(counted.group(1).replace(",", "")) == planned["trainable_params"]
     metrics = json.loads((out / "all_results.json").read_text())
     assert math.isfinite(metrics["eval_loss"])
     if case.task == "classification":
@@ -336,7 +345,9 @@ def test_eval_reloads_exactly_what_was_trained(tmp_path, tiny_models):
     ],
     ids=["prefix_tuning-classification", "prefix_tuning-gradient_checkpointing"],
 )
-def test_unsupported_plans_are_refused_at_generate_time(tmp_path, tiny_models, case, training, message):
+def test_unsupported_plans_are_refused_at_generate_time(
+    tmp_path, tiny_models, case, training, message
+):
     """What the installed peft cannot run is refused with the reason, before any script exists."""
     spec = make_spec(tmp_path, tiny_models, case, **training)
     result = run_cli("generate", spec, "-o", tmp_path / "run")
