@@ -94,3 +94,18 @@ def test_output_is_identical_under_different_hash_seeds(tmp_path):
         )
         outputs.append(tree(work / out))
     assert outputs[0] == outputs[1]
+
+
+def test_generated_python_is_lint_clean():
+    """Every golden script passes ruff's default rules (pyflakes, syntax, import order)."""
+    import subprocess
+    import sys
+
+    scripts = sorted(str(p) for p in (ROOT / "golden").glob("*/expected/*.py"))
+    assert scripts
+    result = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "--isolated", "--no-cache", *scripts],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
