@@ -363,7 +363,7 @@ class Context:
             return "paged_adamw_8bit"
         return "adamw_torch_fused"
 
-    def initial_draft(self, method: str, *, source: str) -> _Draft:
+    def initial_draft(self, method: str) -> _Draft:
         tc = self.planner.tc
         world = self.world_size
         if tc.batch_size is not None:
@@ -386,11 +386,9 @@ class Context:
                 if gc
                 else "not needed: activations fit without it"
             )
-        distributed = (
-            tc.distributed if tc.distributed != "auto" else ("none" if world == 1 else "ddp")
-        )
-        if tc.distributed not in ("auto", "none") and world == 1 and tc.distributed == "ddp":
-            distributed = "none"
+        distributed = "ddp" if tc.distributed == "auto" else tc.distributed
+        if distributed == "ddp" and world == 1:
+            distributed = "none"  # one process: nothing to distribute
         return _Draft(
             method=method,
             micro_batch=micro,

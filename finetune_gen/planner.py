@@ -274,12 +274,12 @@ class Planner:
     def choose_method(self, ctx: Context) -> _Draft:
         tc = self.tc
         if tc.method is not None:
-            draft = ctx.initial_draft(tc.method, source="spec")
+            draft = ctx.initial_draft(tc.method)
             self._decide(draft, "method", tc.method, "set in the spec", "spec")
             return self.fit(draft, ctx)
         tried = []
         for method in AUTO_METHODS:
-            draft = ctx.initial_draft(method, source="planner")
+            draft = ctx.initial_draft(method)
             fitted = self.fit(
                 draft, ctx, allow_method_switch=False, allow_offload=False, quiet=True
             )
@@ -292,7 +292,7 @@ class Planner:
                 )
                 self._decide(fitted, "method", method, why)
                 return fitted
-        draft = ctx.initial_draft("qlora", source="planner")
+        draft = ctx.initial_draft("qlora")
         fitted = self.fit(draft, ctx, allow_method_switch=False, allow_offload=True)
         self._decide(
             fitted,
