@@ -11,7 +11,6 @@ import difflib
 import math
 import json
 import re
-import stat
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args
@@ -28,7 +27,8 @@ from pydantic import (
     model_validator,
 )
 
-from .errors import SpecError
+from .errors import SpecError, short_repr
+from .safe_io import read_text_file
 from .optimizers import LR_SCHEDULERS, OPTIMIZERS
 
 
@@ -67,12 +67,6 @@ COLUMN_ROLES = ("prompt", "response", "text", "label", "messages", "system", "in
 
 # Longest string a spec field may hold: paths and ids longer than this are no real paths (PATH_MAX).
 MAX_STRING = 4096
-
-
-def short_repr(value: Any, limit: int = 60) -> str:
-    """A value quoted for a message, cut short: messages never reprint a huge input."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 4] + "...'"
 
 
 def _check_text(value: Any) -> None:
@@ -353,6 +347,8 @@ def format_validation_error(error: ValidationError) -> list[str]:
 
 
 def parse_spec(data: Any, *, source: str = "spec") -> Spec:
+    if data is None:
+        raise SpecError(f"{source}: the spec is empty (see `finetune-gen init` for a starter spec)")
     if not isinstance(data, dict):
         raise SpecError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
     try:
@@ -464,31 +460,6 @@ def _json_depth(text: str) -> int:
         elif ch in "]}":
             depth -= 1
     return deepest
-
-
-def read_text_file(path: Path, what: str, limit: int) -> str:
-    """A small UTF-8 text file: refuses FIFOs and devices (which could block or never end)."""
-    try:
-        info = path.stat()
-    except FileNotFoundError:
-        raise SpecError(f"{path}: no such file") from None
-    except OSError as error:
-        raise SpecError(f"{path}: cannot read {what} ({error.strerror or error})") from None
-    if stat.S_ISDIR(info.st_mode):
-        raise SpecError(f"{path}: is a folder, not a {what} file")
-    if not stat.S_ISREG(info.st_mode):
-        raise SpecError(f"{path}: is not a regular file (a FIFO, socket or device); cannot read {what}")
-    if info.st_size > limit:
-        raise SpecError(f"{path}: {info.st_size:,} bytes; a {what} file is at most {limit:,}")
-    try:
-        data = path.read_bytes()
-    except OSError as error:
-        raise SpecError(f"{path}: cannot read {what} ({error.strerror or error})") from None
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        line = data[: error.start].count(b"\n") + 1
-        raise SpecError(f"{path}:{line}: not UTF-8 text (byte {data[error.start]:#04x})") from None
 
 
 def read_spec_data(path: str | Path) -> Any:
