@@ -518,7 +518,8 @@ def _resolve_hub(name: str) -> ResolvedModel | None:
 
 def resolve_model(base_model: str) -> ResolvedModel:
     """Resolve a spec's ``base_model``: catalog, then a local folder, then the hub."""
-    name = str(base_model or "").strip()
+    raw = str(base_model or "")
+    name = raw.strip()
     if not name:
         raise SpecError("base_model is empty; give a Hugging Face id or a local folder")
     entry = get_model(name)
@@ -529,6 +530,8 @@ def resolve_model(base_model: str) -> ResolvedModel:
             source="catalog",
             config=copy.deepcopy(dict(entry.config)),
         )
+    if _looks_like_path(raw):  # a folder's name may begin or end with a space
+        return _resolve_local(raw)
     if _looks_like_path(name):
         return _resolve_local(name)
     if not _REPO_ID.match(name):
