@@ -76,7 +76,7 @@ def main() -> None:
 
 @main.command()
 @SPEC
-@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False, path_type=Path), help="Run folder to write.")
+@click.option("-o", "--output", "out_dir", type=str, help="Run folder to write.")
 @click.option("--force", is_flag=True, help="Overwrite the generated files in a non-empty folder (others are kept).")
 @click.option(
     "--format",
@@ -88,7 +88,7 @@ def main() -> None:
 )
 @click.option("--strict", is_flag=True, help="Fail (exit 3) instead of changing a value the spec set.")
 @handle_errors
-def generate(spec: Path, out_dir: Path | None, force: bool, fmt: str, strict: bool) -> None:
+def generate(spec: Path, out_dir: str | None, force: bool, fmt: str, strict: bool) -> None:
     """Write the run folder for SPEC: train.py, configs, launch.sh, eval.py, estimates.
 
     \b
@@ -99,8 +99,11 @@ def generate(spec: Path, out_dir: Path | None, force: bool, fmt: str, strict: bo
     from .errors import SpecError
     from .generate import generate as build
     from .writer import write_run_folder
+    from .quoting import one_line, shell_word
     from .summary import summary_text
 
+    if out_dir is not None and not out_dir.strip():
+        raise SpecError("-o: the run folder's path is empty")
     if fmt != "json" and out_dir is None:
         raise SpecError("generate: -o DIR is required (or use --format json)")
     result = build(spec, out_dir=out_dir, strict=strict)
@@ -116,7 +119,8 @@ def generate(spec: Path, out_dir: Path | None, force: bool, fmt: str, strict: bo
     assert out_dir is not None
     report = write_run_folder(files, out_dir, force=force)
     click.echo(summary_text(result.plan, result.resources))
-    click.echo(f"\nWrote {len(report.written)} files to {out_dir}/: {', '.join(report.written)}")
+    shown = one_line(out_dir)  # a terminal shows the name, never runs escape sequences in it
+    click.echo(f"\nWrote {len(report.written)} files to {shown}/: {', '.join(report.written)}")
     if report.removed_stale:
         click.echo(f"Removed files of the previous plan: {', '.join(report.removed_stale)}")
     if report.kept_edited:
@@ -124,7 +128,7 @@ def generate(spec: Path, out_dir: Path | None, force: bool, fmt: str, strict: bo
             "Kept, though this plan does not produce them (edited since generated): "
             + ", ".join(report.kept_edited)
         )
-    click.echo(f"Next: cd {out_dir} && bash launch.sh --probe   # check the estimate on your GPU")
+    click.echo(f"Next: cd {shell_word(out_dir)} && bash launch.sh --probe   # check the estimate on your GPU")
 
 
 @main.command()

@@ -110,6 +110,8 @@ def _destination(out_dir: str | Path) -> Path:
         info = out.lstat()
     except FileNotFoundError:
         return Path(os.path.abspath(out))
+    except NotADirectoryError:
+        raise SpecError(f"-o {out_dir}: a parent of this path is a file, not a folder") from None
     except OSError as error:
         raise _write_error(out_dir, error) from None
     if stat.S_ISLNK(info.st_mode):
