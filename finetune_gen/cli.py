@@ -98,9 +98,9 @@ def generate(spec: Path, out_dir: str | None, force: bool, fmt: str, strict: boo
     """
     from .errors import SpecError
     from .generate import generate as build
-    from .writer import write_run_folder
     from .quoting import one_line, shell_word
     from .summary import summary_text
+    from .writer import write_run_folder
 
     if out_dir is not None and not out_dir.strip():
         raise SpecError("-o: the run folder's path is empty")

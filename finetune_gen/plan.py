@@ -121,6 +121,7 @@ class Plan(_Frozen):
     model_type: str
     trust_remote_code: bool
     task_type: str
+    num_labels: int  # classification: counted from the data (2 otherwise); sizes the head
     dataset: DatasetPlan
     prompt_format: str
     chat_template_family: str

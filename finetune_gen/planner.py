@@ -20,7 +20,7 @@ from .architecture import Architecture
 from .catalog import GPU, ResolvedModel, get_gpu, guess_gpu, list_gpus, resolve_model
 from .data_stats import DatasetStats, read_stats, resolve_columns
 from .errors import NoFitError, SpecError
-from .estimate import TrainingShape, estimate_memory
+from .estimate import estimate_memory
 from .hyperparams import (
     DEFAULT_NUM_EXAMPLES,
     DEFAULT_TOKENS_PER_EXAMPLE,
@@ -41,6 +41,7 @@ from .plan import (
     Plan,
     QuantizationPlan,
 )
+from .shape import build_shape
 from .spec import Spec
 
 # Quality order for automatic method choice (the issue and the seed: full > LoRA > QLoRA).
@@ -53,14 +54,6 @@ class Diagnostic:
     header: str
     detail: str
     path: str = ""
-
-
-def _targets(lora: LoraPlan | None) -> tuple[str, ...] | str | None:
-    if lora is None:
-        return None
-    return (
-        lora.target_modules if isinstance(lora.target_modules, str) else tuple(lora.target_modules)
-    )
 
 
 class Planner:
@@ -235,7 +228,7 @@ class Planner:
 
     def peak_gb(self, draft: _Draft, ctx: Context) -> float:
         lora = ctx.lora_for(draft.method)
-        shape = TrainingShape(
+        shape = build_shape(
             method=draft.method,
             trainable_params=self.trainable(draft.method, lora, ctx.virtual_tokens, ctx.freeze),
             precision=ctx.precision,
@@ -247,13 +240,9 @@ class Planner:
             world_size=ctx.world_size,
             gpus_per_node=ctx.gpus_per_node,
             cpu_offload=draft.cpu_offload,
-            quant_bits=4 if draft.method == "qlora" else 16,
             task=self.task,
-            num_virtual_tokens=(
-                ctx.virtual_tokens if draft.method in ("prefix_tuning", "prompt_tuning") else 0
-            ),
-            target_modules=_targets(lora),
-            lora_dropout=lora.dropout if lora else 0.0,
+            lora=lora,
+            num_virtual_tokens=ctx.virtual_tokens,
             num_labels=self.num_labels,
         )
         return estimate_memory(self.arch, self.counts, shape).peak_gb
@@ -262,7 +251,9 @@ class Planner:
 
     def plan(self, hardware: HardwarePlan | None = None) -> tuple[Plan, list[Diagnostic]]:
         if self.spec.hardware is None and hardware is None:
-            from .recommend import recommend_hardware  # circular: it plans candidate configs
+            from .recommend import (
+                recommend_hardware,  # circular: it plans candidate configs
+            )
 
             hardware = recommend_hardware(self)
         hw = hardware or self.hardware_plan()
@@ -405,7 +396,9 @@ class Planner:
 
         def to_qlora() -> None:
             draft.method = "qlora"
-            draft.optimizer = "paged_adamw_8bit"
+            # An optimizer the spec set is kept: adapter states are small under any optimizer.
+            if self.tc.optimizer is None:
+                draft.optimizer = ctx.default_optimizer("qlora")
 
         why = f"{old_method} does not fit even at micro-batch 1 with checkpointing; a 4-bit base model does"
         self.record(draft, ctx, "switch_to_qlora", "method", old_method, "qlora", why, to_qlora)
@@ -550,6 +543,7 @@ class Planner:
         decisions.update(draft.decisions)
         self._decide_final(decisions, draft, ctx, effective)
         return Plan(
+            num_labels=self.num_labels,
             generator_version=__version__,
             spec_name=self.spec_name,
             base_model=self.spec.base_model,
@@ -671,6 +665,8 @@ class Planner:
             ),
             "fallback" if "gradient_checkpointing" in fell_back else ctx.gc_source,
         )
+        if "method" in fell_back and self.tc.optimizer is None:
+            put("optimizer", draft.optimizer, "fallback: " + ctx.optimizer_why(draft.method), "fallback")
         put("optimizer", draft.optimizer, ctx.optimizer_why(draft.method), ctx.optimizer_source)
         put(
             "distributed",

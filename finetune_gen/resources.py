@@ -15,7 +15,6 @@ from .estimate import (
     MemoryEstimate,
     StorageEstimate,
     TimeEstimate,
-    TrainingShape,
     estimate_cost,
     estimate_memory,
     estimate_storage,
@@ -24,32 +23,7 @@ from .estimate import (
 )
 from .params import ParamCounts
 from .plan import Plan
-from .planner import _targets
-
-
-def task_kind(plan: Plan) -> str:
-    return "sequence_classification" if plan.task_type == "classification" else "causal_lm"
-
-
-def shape_for_plan(plan: Plan) -> TrainingShape:
-    return TrainingShape(
-        method=plan.method,
-        trainable_params=plan.trainable_params,
-        precision=plan.precision,
-        micro_batch_size=plan.micro_batch_size,
-        seq_len=plan.max_seq_length,
-        gradient_checkpointing=plan.gradient_checkpointing,
-        optimizer=plan.optimizer,
-        distributed=plan.distributed,
-        world_size=plan.world_size,
-        gpus_per_node=plan.hardware.gpus,
-        cpu_offload=plan.cpu_offload,
-        quant_bits=plan.quantization.bits if plan.quantization else 16,
-        task=task_kind(plan),
-        num_virtual_tokens=plan.num_virtual_tokens or 0,
-        target_modules=_targets(plan.lora),
-        lora_dropout=plan.lora.dropout if plan.lora else 0.0,
-    )
+from .shape import shape_for_plan
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,8 @@ valid name). Every validation problem becomes one ``path.to.field: message`` lin
 from __future__ import annotations
 
 import difflib
-import math
 import json
+import math
 import re
 from enum import Enum
 from pathlib import Path
@@ -28,8 +28,8 @@ from pydantic import (
 )
 
 from .errors import SpecError, short_repr
-from .safe_io import read_text_file
 from .optimizers import LR_SCHEDULERS, OPTIMIZERS
+from .safe_io import read_text_file
 
 
 class TaskType(str, Enum):
