@@ -94,8 +94,10 @@ def plan_guards(
         warnings.append(
             (
                 "oom_guard needs a single process",
-                f"with {world_size} process(es) and distributed {distributed} an out-of-memory "
-                "error stops the run instead of retrying; lower the micro-batch in the spec",
+                (
+                    f"with {world_size} process(es) and distributed {distributed} an out-of-memory "
+                    "error stops the run instead of retrying; lower the micro-batch in the spec"
+                ),
                 "training_config.oom_guard",
             )
         )

@@ -105,7 +105,11 @@ def test_trust_remote_code_warns_in_the_plan():
         ("on_nan", "retry", "training_config.on_nan: expected one of stop or rollback"),
         ("loss_spike_factor", 0.5, "training_config.loss_spike_factor: must be above 1"),
         ("max_rollbacks", -1, "training_config.max_rollbacks:"),
-        ("oom_guard", "always", "training_config.oom_guard: expected one of off, first_steps or any_step"),
+        (
+            "oom_guard",
+            "always",
+            "training_config.oom_guard: expected one of off, first_steps or any_step",
+        ),
     ],
 )
 def test_bad_guard_settings_are_one_line_errors(tmp_path, field, value, message):
@@ -139,7 +143,9 @@ def test_config_readme_and_script_describe_the_guards(tmp_path):
     assert "newest complete checkpoint" in table
     script = (out / "train.py").read_text()
     assert 'ON_NAN = "rollback"' in script and "MAX_ROLLBACKS = 3" in script
-    assert "FINETUNE_GEN_INJECT_NAN_AT_STEP" in script and "FINETUNE_GEN_INJECT_OOM_AT_BATCH" in script
+    assert (
+        "FINETUNE_GEN_INJECT_NAN_AT_STEP" in script and "FINETUNE_GEN_INJECT_OOM_AT_BATCH" in script
+    )
     assert "get_last_checkpoint(" not in script  # it takes the highest number, complete or not
 
 
@@ -166,7 +172,10 @@ def test_memory_ladder_keeps_the_effective_batch(tmp_path, tiny_models):
         ("reduce_batch_size", 1, 6),
         ("enable_gradient_checkpointing", 1, 6),
     ]
-    assert "--resume" in train.guards_help() and "FINETUNE_GEN_INJECT_NAN_AT_STEP" in train.guards_help()
+    assert (
+        "--resume" in train.guards_help()
+        and "FINETUNE_GEN_INJECT_NAN_AT_STEP" in train.guards_help()
+    )
 
 
 # ---------------------------------------------------------------- in the generated script (slow)
@@ -265,7 +274,10 @@ def test_oom_halves_the_micro_batch_and_doubles_accumulation(tmp_path, tiny_mode
         "micro_batch_size": {"from": 4, "to": 2},
         "gradient_accumulation_steps": {"from": 1, "to": 2},
     }
-    assert record["current"]["micro_batch_size"] * record["current"]["gradient_accumulation_steps"] == 4
+    assert (
+        record["current"]["micro_batch_size"] * record["current"]["gradient_accumulation_steps"]
+        == 4
+    )
     assert "micro_batch_size 4 -> 2" in result.stdout
 
 
@@ -324,3 +336,80 @@ def test_resume_after_kills_matches_an_uninterrupted_run(tmp_path, tiny_models):
     got = losses(out)
     assert len(got) == len(expected) == 12
     assert got == pytest.approx(expected, abs=1e-5, rel=1e-5)
+
+
+def fake_checkpoint(out: Path, step: int, *, loss: float = 1.0) -> Path:
+    """A checkpoint folder as the Trainer writes it (tiny tensors, real file formats)."""
+    import torch
+    from safetensors.torch import save_file
+
+    folder = out / f"checkpoint-{step}"
+    folder.mkdir(parents=True)
+    save_file({"w": torch.ones(64)}, str(folder / "adapter_model.safetensors"))
+    torch.save({"state": {}}, folder / "optimizer.pt")
+    torch.save({"last_epoch": step}, folder / "scheduler.pt")
+    state = {"global_step": step, "log_history": [{"step": step, "loss": loss}]}
+    (folder / "trainer_state.json").write_text(json.dumps(state))
+    return folder
+
+
+def test_resume_picks_the_newest_complete_checkpoint(tmp_path, tiny_models):
+    model = tiny_models("llama")
+    data = tiny.write_alpaca(tmp_path / "alpaca.jsonl", rows=20)
+    run = generate(write_spec(tmp_path, model, data, method="lora"), tmp_path / "run")
+    train = load_script(run / "train.py")
+    out = tmp_path / "out"
+    good = fake_checkpoint(out, 10)
+    assert train.checkpoint_problem(good) is None
+    # Newer ones, each broken the way an interrupted save or a bad step leaves them:
+    (fake_checkpoint(out, 20) / "trainer_state.json").unlink()
+    optimizer = fake_checkpoint(out, 30) / "optimizer.pt"
+    optimizer.write_bytes(optimizer.read_bytes()[:40])
+    fake_checkpoint(out, 40, loss=float("nan"))
+    weights = fake_checkpoint(out, 50) / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-8])
+    (out / "checkpoint-60").mkdir()  # created, nothing written yet
+    problems = {
+        step: train.checkpoint_problem(out / f"checkpoint-{step}") for step in (20, 30, 40, 50, 60)
+    }
+    assert "trainer_state.json" in problems[20]
+    assert problems[30] == "optimizer.pt is truncated"
+    assert "nan" in problems[40]
+    assert problems[50] == "adapter_model.safetensors is truncated"
+    assert problems[60]
+
+    assert train.newest_complete_checkpoint(out) == str(good)
+    assert checkpoints(out) == [
+        "checkpoint-10"
+    ]  # the rest set aside, out of save_total_limit's count
+    assert sorted(p.name for p in out.glob("incomplete-checkpoint-*")) == [
+        f"incomplete-checkpoint-{step}" for step in (20, 30, 40, 50, 60)
+    ]
+
+
+@pytest.mark.slow
+def test_trust_remote_code_names_the_code_it_runs(tmp_path, tiny_models):
+    import shutil
+
+    model = tmp_path / "remote-model"
+    shutil.copytree(tiny_models("llama"), model)
+    config = json.loads((model / "config.json").read_text())
+    config["auto_map"] = {"AutoModelForCausalLM": "modeling_tiny.TinyForCausalLM"}
+    (model / "config.json").write_text(json.dumps(config))
+    data = tiny.write_alpaca(tmp_path / "alpaca.jsonl", rows=20)
+    spec = write_spec(tmp_path, model, data, method="lora")
+    spec_data = yaml.safe_load(spec.read_text())
+    spec.write_text(yaml.safe_dump({**spec_data, "trust_remote_code": True}))
+    run = generate(spec, tmp_path / "run")
+    assert "TRUST_REMOTE_CODE = True" in (run / "train.py").read_text()
+    result = run_script(run, "train.py", "--check-data")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "trust_remote_code is on" in result.stdout
+    assert (
+        "AutoModelForCausalLM: modeling_tiny.TinyForCausalLM (file modeling_tiny.py in"
+        in result.stdout
+    )
+
+    spec.write_text(yaml.safe_dump(spec_data))  # not asked: off, nothing printed
+    plain = generate(spec, tmp_path / "plain")
+    assert "TRUST_REMOTE_CODE = False" in (plain / "train.py").read_text()
