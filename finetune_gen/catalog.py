@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from finetune_gen.architecture import Architecture
-from finetune_gen.errors import SpecError
+from finetune_gen.errors import SpecError, short_repr
+from finetune_gen.safe_io import read_json_object, read_text_file
 
 DATA_DIR = Path(__file__).parent / "data"
 HUB_TIMEOUT_S = 5.0
@@ -139,7 +140,7 @@ def get_gpu(name: str) -> GPU:
         names = list(dict.fromkeys(_gpu_index()[c] for c in close))
         hint = f" Did you mean {', '.join(names)}?" if names else ""
         raise SpecError(
-            f"unknown GPU type {name!r}.{hint} Known GPU types: {', '.join(sorted(_gpus()))}."
+            f"hardware.gpu_type: unknown GPU type {short_repr(name)}.{hint} Known GPU types: {', '.join(sorted(_gpus()))}."
         )
     return _gpus()[found]
 
@@ -325,20 +326,77 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 def _local_template(folder: Path) -> str | None:
     jinja = folder / "chat_template.jinja"
-    if jinja.is_file():
-        try:
-            text = jinja.read_text(encoding="utf-8")
-        except OSError:
-            text = ""
+    if jinja.exists():
+        text = read_text_file(jinja, "chat template", 4 << 20)  # binary or huge: a clear error
         if text.strip():
             return text
     for name in ("tokenizer_config.json", "chat_template.json"):
-        data = _read_json(folder / name)
-        if data is not None:
+        if (folder / name).exists():
+            data = read_json_object(folder / name, name)
             text = _template_text(data.get("chat_template"))
             if text:
                 return text
     return None
+
+
+# Sizes a config.json must hold as positive whole numbers, and the largest we believe.
+_SIZE_KEYS = {
+    "hidden_size": ("hidden_size", "n_embd", "d_model"),
+    "num_attention_heads": ("num_attention_heads", "n_head"),
+    "num_hidden_layers": ("num_hidden_layers", "n_layer", "num_layers"),
+    "vocab_size": ("vocab_size",),
+}
+_OPTIONAL_SIZE_KEYS = (
+    "num_key_value_heads",
+    "num_kv_heads",
+    "head_dim",
+    "intermediate_size",
+    "n_inner",
+    "ffn_hidden_size",
+    "max_position_embeddings",
+    "n_positions",
+    "n_ctx",
+    "num_local_experts",
+    "num_experts",
+    "num_experts_per_tok",
+)
+_MAX_SIZE = 1 << 31
+
+
+def config_problems(config: dict[str, Any]) -> list[str]:
+    """What makes a config.json unusable for planning, one message per key."""
+    cfg = config
+    if "text_config" in cfg and "hidden_size" not in cfg:
+        cfg = cfg["text_config"] if isinstance(cfg["text_config"], dict) else {}
+    problems = []
+
+    def check(key: str, value: Any, *, zero_ok: bool) -> None:
+        if isinstance(value, bool) or not isinstance(value, int):
+            problems.append(f"config.json: {key} must be a whole number, got {short_repr(value)}")
+        elif value < (0 if zero_ok else 1) or value > _MAX_SIZE:
+            low = "0" if zero_ok else "1"
+            problems.append(f"config.json: {key} must be between {low} and {_MAX_SIZE}, got {value}")
+
+    for label, names in _SIZE_KEYS.items():
+        present = next((n for n in names if cfg.get(n) is not None), None)
+        if present is None:
+            problems.append(f"config.json: no {label} (looked for {', '.join(names)})")
+        else:
+            check(present, cfg[present], zero_ok=False)
+    for key in _OPTIONAL_SIZE_KEYS:
+        if cfg.get(key) is not None:
+            check(key, cfg[key], zero_ok=key.startswith("num_") and "expert" in key)
+    if "model_type" in cfg and not isinstance(cfg["model_type"], str):
+        problems.append(f"config.json: model_type must be a string, got {short_repr(cfg['model_type'])}")
+    if not problems:
+        heads = cfg.get("num_attention_heads", cfg.get("n_head"))
+        kv = cfg.get("num_key_value_heads", cfg.get("num_kv_heads"))
+        hidden = next(cfg[n] for n in _SIZE_KEYS["hidden_size"] if cfg.get(n) is not None)
+        if kv and heads % kv:
+            problems.append(f"config.json: num_attention_heads {heads} is not a multiple of num_key_value_heads {kv}")
+        if cfg.get("head_dim") is None and hidden % heads:
+            problems.append(f"config.json: hidden_size {hidden} is not a multiple of num_attention_heads {heads}")
+    return problems
 
 
 # ----------------------------------------------------------------------------- resolution
@@ -378,26 +436,28 @@ def _resolve_local(name: str) -> ResolvedModel:
         raise SpecError(
             f"base_model {name!r} is a file; pass the model's folder (the one with config.json)"
         )
-    config = _read_json(folder / "config.json")
-    if config is None:
-        what = "an unreadable" if (folder / "config.json").exists() else "no"
+    if not (folder / "config.json").exists():
         raise SpecError(
-            f"base_model {name!r} is a local folder with {what} config.json; a local model folder"
+            f"base_model {name!r} is a local folder with no config.json; a local model folder"
             " needs the config.json that save_pretrained writes"
         )
+    config = read_json_object(folder / "config.json", "config.json")
     template = _local_template(folder)
     arch = _architecture(name, config, template)
     return ResolvedModel(id=name, architecture=arch, source="local", config=config, path=folder)
 
 
 def _architecture(name: str, config: dict[str, Any], template: str | None) -> Architecture:
+    problems = config_problems(config)
+    if problems:
+        raise SpecError(f"base_model {short_repr(name)}: its config.json cannot be used", problems=problems)
     try:
         return Architecture.from_config(
             config,
             has_chat_template=template is not None,
             chat_template_family=chat_template_family_of(template) if template else "none",
         )
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError, ZeroDivisionError) as exc:
         raise SpecError(f"base_model {name!r}: config.json lacks what is needed ({exc})") from exc
 
 

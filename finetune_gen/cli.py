@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -31,6 +32,23 @@ def handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:
             for problem in error.problems:
                 click.echo(f"  {problem}", err=True)
             sys.exit(error.exit_code)
+        except OSError as error:  # a file we read or write, beyond the checks made on it
+            where = f"{error.filename}: " if error.filename else ""
+            click.echo(f"error: {where}{error.strerror or error}", err=True)
+            sys.exit(2)
+        except (RecursionError, MemoryError) as error:
+            click.echo(f"error: the input is too large or too deeply nested ({type(error).__name__})", err=True)
+            sys.exit(2)
+        except Exception as error:  # a bug: say so plainly; the traceback is one variable away
+            if os.environ.get("FINETUNE_GEN_DEBUG"):
+                raise
+            click.echo(
+                f"internal error: {type(error).__name__}: {str(error)[:300]}\n"
+                "This is a bug in finetune-gen; rerun with FINETUNE_GEN_DEBUG=1 for the traceback "
+                "and report it.",
+                err=True,
+            )
+            sys.exit(1)
 
     return wrapper
 
@@ -79,7 +97,8 @@ def generate(spec: Path, out_dir: Path | None, force: bool, fmt: str, strict: bo
       finetune-gen generate spec.yaml --format json | jq .estimated_resources
     """
     from .errors import SpecError
-    from .generate import generate as build, write_run_folder
+    from .generate import generate as build
+    from .writer import write_run_folder
     from .summary import summary_text
 
     if fmt != "json" and out_dir is None:
@@ -95,9 +114,16 @@ def generate(spec: Path, out_dir: Path | None, force: bool, fmt: str, strict: bo
 
         files = {"finetune.ipynb": notebook_file(result)}
     assert out_dir is not None
-    written = write_run_folder(files, out_dir, force=force)
+    report = write_run_folder(files, out_dir, force=force)
     click.echo(summary_text(result.plan, result.resources))
-    click.echo(f"\nWrote {len(written)} files to {out_dir}/: {', '.join(sorted(files))}")
+    click.echo(f"\nWrote {len(report.written)} files to {out_dir}/: {', '.join(report.written)}")
+    if report.removed_stale:
+        click.echo(f"Removed files of the previous plan: {', '.join(report.removed_stale)}")
+    if report.kept_edited:
+        click.echo(
+            "Kept, though this plan does not produce them (edited since generated): "
+            + ", ".join(report.kept_edited)
+        )
     click.echo(f"Next: cd {out_dir} && bash launch.sh --probe   # check the estimate on your GPU")
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class FinetuneGenError(Exception):
     """Base class: a message meant for the user, and the exit code that goes with it."""
@@ -24,3 +26,9 @@ class NoFitError(FinetuneGenError):
     """No plan fits the hardware (exit 3); the message says what would."""
 
     exit_code = 3
+
+
+def short_repr(value: Any, limit: int = 60) -> str:
+    """A value quoted for a message, cut short: messages never reprint a huge input."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 4] + "...'"

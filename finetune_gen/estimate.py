@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .architecture import Architecture
+from .optimizers import OPTIMIZERS
 from .params import _IA3_TARGETS, METHODS, ParamCounts, linear_shapes
 
 GB = 1e9
@@ -253,20 +254,8 @@ class StorageEstimate:
 
 
 def _optimizer_kind(name: str) -> str | None:
-    n = name.lower()
-    if n in ("adamw_torch", "adamw_hf", "adamw", "adam", "adamw_apex_fused"):
-        return "adamw_foreach"
-    if n in ("adamw_torch_fused", "adamw_torch_xla", "adamw_anyprecision"):
-        return "adamw_fused"
-    if n in ("adamw_8bit", "adamw_bnb_8bit", "paged_adamw_8bit", "adam8bit", "paged_adam_8bit"):
-        return "bnb8"
-    if n in ("paged_adamw_32bit", "paged_adamw", "adamw_bnb_32bit", "paged_adam_32bit"):
-        return "bnb32"
-    if n == "adafactor":
-        return "adafactor"
-    if n == "sgd":
-        return "sgd"
-    return None
+    entry = OPTIMIZERS.get(name)
+    return entry.state_kind if entry else None
 
 
 def _compute_bytes(shape: TrainingShape) -> int:

@@ -8,10 +8,10 @@ training split.
 
 from __future__ import annotations
 
-import shlex
 from typing import Any
 
 from .plan import Plan
+from .quoting import shell_word
 
 TASK_METRICS = {
     "instruction": ["eval_loss", "perplexity", "exact_match", "token_f1"],
@@ -29,10 +29,10 @@ BENCHMARKS = {
 
 def evaluation_plan(plan: Plan) -> dict[str, Any]:
     # Spec strings reach shell commands quoted, never as shell syntax.
-    out = shlex.quote(plan.output_dir)
+    out = shell_word(plan.output_dir)
     adapter_args = f"pretrained={plan.base_model},peft={plan.output_dir}"
-    model_args = shlex.quote(adapter_args if plan.is_peft else f"pretrained={plan.output_dir}")
-    base_args = shlex.quote(f"pretrained={plan.base_model}")
+    model_args = shell_word(adapter_args if plan.is_peft else f"pretrained={plan.output_dir}")
+    base_args = shell_word(f"pretrained={plan.base_model}")
     benchmarks = BENCHMARKS[plan.task_type]
     commands = [
         f"python eval.py --model-dir {out}",
@@ -42,11 +42,11 @@ def evaluation_plan(plan: Plan) -> dict[str, Any]:
         tasks = ",".join(benchmarks)
         commands.append(
             f"lm_eval --model hf --model_args {model_args} --tasks {tasks} "
-            f"--batch_size auto --output_path {shlex.quote(plan.output_dir + '/benchmarks')}"
+            f"--batch_size auto --output_path {shell_word(plan.output_dir + '/benchmarks')}"
         )
         commands.append(
             f"lm_eval --model hf --model_args {base_args} --tasks {tasks} "
-            f"--batch_size auto --output_path {shlex.quote(plan.output_dir + '/benchmarks-base')}"
+            f"--batch_size auto --output_path {shell_word(plan.output_dir + '/benchmarks-base')}"
         )
     return {
         "model_dir": plan.output_dir,

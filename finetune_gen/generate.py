@@ -98,23 +98,3 @@ def generate(spec_path: str | Path, *, out_dir: str | Path | None = None, strict
     evaluation = evaluation_plan(plan)
     files = render_files(plan, resources, evaluation)
     return Generated(plan, resources, evaluation, files, diagnostics)
-
-
-def write_run_folder(files: dict[str, str], out_dir: str | Path, *, force: bool) -> list[Path]:
-    """Write the files; refuse a non-empty folder unless ``force`` (then only our files change)."""
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise SpecError(f"-o {out}: exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise SpecError(f"-o {out}: folder is not empty; pass --force to overwrite the generated files in it")
-    written = []
-    for name, text in files.items():
-        target = out / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        temporary = target.with_name(target.name + ".tmp")
-        temporary.write_text(text, encoding="utf-8")
-        if name.endswith(".sh"):
-            temporary.chmod(0o755)
-        temporary.replace(target)  # atomic: a crash never leaves half a file
-        written.append(target)
-    return written

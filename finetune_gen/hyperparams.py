@@ -207,6 +207,12 @@ class Context:
             target = 32
         else:
             target = 64
+        if tc.freeze_trainable_layers and tc.freeze_trainable_layers > arch.num_layers:
+            raise SpecError(
+                f"training_config.freeze_trainable_layers: {tc.freeze_trainable_layers} is more "
+                f"than the model's {arch.num_layers} layers; use at most {arch.num_layers} "
+                "(or method: full to train them all)"
+            )
         ctx = cls(
             planner=planner,
             hardware=hw,

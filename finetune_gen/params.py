@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from finetune_gen.architecture import Architecture
-from finetune_gen.errors import SpecError
+from finetune_gen.errors import SpecError, short_repr
 from finetune_gen.spec import METHODS
 
 TASKS = ("causal_lm", "sequence_classification")
@@ -333,7 +333,8 @@ def resolve_target_modules(
     bad = [t for t in target if not isinstance(t, str) or t.split(".")[-1] not in valid]
     if bad or not target:
         raise SpecError(
-            f"target_modules {list(bad) or list(target)!r} not valid for {arch.model_type} models;"
+            f"training_config.lora.target_modules: {short_repr(list(bad) or list(target))} not"
+            f" valid for {arch.model_type} models;"
             f" valid module names: {', '.join(valid)} (or presets minimal, recommended, all-linear)"
         )
     out: list[str] = []

@@ -8,6 +8,7 @@ valid name). Every validation problem becomes one ``path.to.field: message`` lin
 from __future__ import annotations
 
 import difflib
+import math
 import json
 import re
 from enum import Enum
@@ -20,12 +21,15 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     WithJsonSchema,
     field_validator,
     model_validator,
 )
 
-from .errors import SpecError
+from .errors import SpecError, short_repr
+from .safe_io import read_text_file
+from .optimizers import LR_SCHEDULERS, OPTIMIZERS
 
 
 class TaskType(str, Enum):
@@ -63,8 +67,47 @@ OomGuard = Literal["off", "first_steps", "any_step"]
 COLUMN_ROLES = ("prompt", "response", "text", "label", "messages", "system", "input")
 
 
+# Longest string a spec field may hold: paths and ids longer than this are no real paths (PATH_MAX).
+MAX_STRING = 4096
+
+
+def _check_text(value: Any) -> None:
+    """Strings reach paths, code and configs: no NUL, no unpaired surrogate, bounded length."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError("contains a NUL character, which no path or name can hold")
+        if any("\ud800" <= ch <= "\udfff" for ch in value):
+            raise ValueError("contains an unpaired surrogate (not valid Unicode text)")
+        if len(value) > MAX_STRING:
+            raise ValueError(f"is {len(value)} characters long; at most {MAX_STRING} are accepted")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_text(key)
+            _check_text(item)
+    elif isinstance(value, list):
+        for item in value:
+            _check_text(item)
+
+
+def _type_args(annotation: Any) -> tuple[Any, ...]:
+    args = get_args(annotation)
+    return tuple(a for arg in args for a in _type_args(arg)) if args else (annotation,)
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    # Infinite and NaN numbers make no sense anywhere in a spec (epochs: .inf, vram: .nan).
+    model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _plain_values(cls, value: Any, info: ValidationInfo) -> Any:
+        """No booleans where numbers are expected (YAML's `true` would become 1); sane strings."""
+        if isinstance(value, bool) and info.field_name:
+            kinds = _type_args(cls.model_fields[info.field_name].annotation)
+            if bool not in kinds and any(k in (int, float) for k in kinds):
+                raise ValueError(f"expected a number, got the boolean {str(value).lower()}")
+        _check_text(value)
+        return value
 
 
 _VRAM_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(gib|gb|g|mib|mb)?\s*$", re.IGNORECASE)
@@ -80,6 +123,8 @@ def parse_vram_gb(value: Union[str, int, float]) -> float:
     if isinstance(value, bool):
         raise ValueError("expected a size such as 24GB, 24 GiB or 24")
     if isinstance(value, (int, float)):
+        if not math.isfinite(value):
+            raise ValueError("must be a finite size such as 24GB")
         if value <= 0:
             raise ValueError("must be greater than 0")
         return float(value)
@@ -87,9 +132,19 @@ def parse_vram_gb(value: Union[str, int, float]) -> float:
     if not match:
         raise ValueError(f"cannot read {value!r} as a size; write e.g. 24GB, 24 GiB, 80G or 24")
     number, unit = float(match.group(1)), match.group(2)
+    if not math.isfinite(number):
+        raise ValueError("must be a finite size such as 24GB")
     if number <= 0:
         raise ValueError("must be greater than 0")
     return round(number * _UNIT_BYTES[unit.lower() if unit else None] / 1e9, 3)
+
+
+def _one_of(value: str | None, names: tuple[str, ...], what: str) -> str | None:
+    if value is None or value in names:
+        return value
+    hint = difflib.get_close_matches(value, names, n=1)
+    extra = f"; did you mean {hint[0]!r}?" if hint else ""
+    raise ValueError(f"unknown {what} {short_repr(value)}{extra} (known: {', '.join(names)})")
 
 
 class DatasetSpec(_Strict):
@@ -106,10 +161,10 @@ class DatasetSpec(_Strict):
         description="Field mapping for `custom` (roles: prompt, response, text, label, messages, system, input).",
     )
     num_examples: int | None = Field(
-        None, gt=0, description="Rows in the dataset, when the file is not at hand."
+        None, gt=0, le=10**12, description="Rows in the dataset, when the file is not at hand."
     )
     avg_tokens_per_example: int | None = Field(
-        None, gt=0, description="Mean tokens per row, when the file is not at hand."
+        None, gt=0, le=10**7, description="Mean tokens per row, when the file is not at hand."
     )
 
     @field_validator("columns")
@@ -137,7 +192,7 @@ class DatasetSpec(_Strict):
 
 class LoraSpec(_Strict):
     r: int | None = Field(None, gt=0, le=1024, description="Rank.")
-    alpha: float | None = Field(None, gt=0, description="Scaling; the planner uses 2 x r.")
+    alpha: float | None = Field(None, gt=0, le=1e6, description="Scaling; the planner uses 2 x r.")
     dropout: float | None = Field(None, ge=0, lt=1)
     target_modules: list[str] | str | None = Field(
         None, description='Module names, "all-linear", or a preset: minimal | recommended | all'
@@ -148,11 +203,11 @@ class TrainingConfig(_Strict):
     method: Method | None = Field(
         None, description="Unset: the planner picks the best method that fits."
     )
-    epochs: float | None = Field(None, gt=0)
-    batch_size: int | None = Field(None, gt=0, description="Per-device micro-batch.")
+    epochs: float | None = Field(None, gt=0, le=1000)
+    batch_size: int | None = Field(None, gt=0, le=65536, description="Per-device micro-batch.")
     learning_rate: float | None = Field(None, gt=0, lt=1)
-    max_seq_length: int | None = Field(None, gt=0)
-    gradient_accumulation_steps: int | None = Field(None, gt=0)
+    max_seq_length: int | None = Field(None, gt=0, le=10**7)
+    gradient_accumulation_steps: int | None = Field(None, gt=0, le=100_000)
     gradient_checkpointing: bool | None = None
     optimizer: str | None = Field(
         None, description="A Hugging Face `optim` name, e.g. adamw_torch_fused."
@@ -163,17 +218,20 @@ class TrainingConfig(_Strict):
     distributed: Distributed = "auto"
     cpu_offload: CpuOffload | None = None
     num_virtual_tokens: int | None = Field(
-        None, gt=0, description="prefix_tuning / prompt_tuning only."
+        None, gt=0, le=100_000, description="prefix_tuning / prompt_tuning only."
     )
     freeze_trainable_layers: int | None = Field(
-        None, gt=0, description="freeze only: top layers trained."
+        None, gt=0, le=100_000, description="freeze only: top layers trained."
     )
     warmup_ratio: float | None = Field(None, ge=0, lt=1)
-    weight_decay: float | None = Field(None, ge=0)
-    lr_scheduler: str | None = None
-    max_grad_norm: float | None = Field(None, gt=0)
-    seed: int = 42
-    save_total_limit: int | None = Field(None, gt=0)
+    weight_decay: float | None = Field(None, ge=0, le=10)
+    lr_scheduler: str | None = Field(
+        None, description="A transformers lr_scheduler_type: " + ", ".join(LR_SCHEDULERS) + "."
+    )
+    max_grad_norm: float | None = Field(None, gt=0, le=1e6)
+    # numpy's generator, seeded by the Trainer, takes 0 <= seed < 2**32.
+    seed: int = Field(42, ge=0, lt=2**32)
+    save_total_limit: int | None = Field(None, gt=0, le=10_000)
     # Run-time guards of the generated train.py (finetune_gen/guards.py plans the unset ones).
     on_nan: OnNan | None = Field(
         None,
@@ -186,6 +244,7 @@ class TrainingConfig(_Strict):
     loss_spike_factor: float | None = Field(
         None,
         ge=0,
+        le=1e6,
         description="A step loss above this many times the running median counts as a "
         "divergence (0: off).",
     )
@@ -194,6 +253,16 @@ class TrainingConfig(_Strict):
         description="CUDA out of memory: retry with half the micro-batch (same effective "
         "batch), then gradient checkpointing; in the first steps, at any step, or off.",
     )
+
+    @field_validator("optimizer")
+    @classmethod
+    def _known_optimizer(cls, value: str | None) -> str | None:
+        return _one_of(value, tuple(OPTIMIZERS), "optimizer")
+
+    @field_validator("lr_scheduler")
+    @classmethod
+    def _known_scheduler(cls, value: str | None) -> str | None:
+        return _one_of(value, LR_SCHEDULERS, "scheduler")
 
     @field_validator("loss_spike_factor")
     @classmethod
@@ -218,11 +287,11 @@ class HardwareSpec(_Strict):
         ),
     ] = Field(None, description='"24GB", "24 GiB", "80G" or a number of GB.')
     gpu_type: str | None = Field(
-        None, description="A catalog name: a100_80gb, h100_80gb, rtx_4090, t4, ..."
+        None, min_length=1, description="A catalog name: a100_80gb, h100_80gb, rtx_4090, t4, ..."
     )
     nodes: int = Field(1, gt=0, le=1024)
     price_per_gpu_hour: float | None = Field(
-        None, ge=0, description="USD; overrides the catalog price."
+        None, ge=0, le=100_000, description="USD; overrides the catalog price."
     )
 
     @field_validator("vram_per_gpu", mode="before")
@@ -250,9 +319,11 @@ class Spec(_Strict):
     def _empty_section(cls, value: Any) -> Any:
         return {} if value is None else value  # a section whose keys are all commented out
 
-    @field_validator("base_model", "output_dir")
+    @field_validator("base_model", "output_dir", "run_name")
     @classmethod
-    def _not_blank(cls, value: str) -> str:
+    def _not_blank(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
         if not value.strip():
             raise ValueError("must not be empty")
         return value
@@ -300,12 +371,14 @@ def format_validation_error(error: ValidationError) -> list[str]:
             message = message[len("Value error, ") :]
         elif item["type"] in ("enum", "literal_error"):
             expected = item.get("ctx", {}).get("expected", "")
-            message = f"expected one of {expected.replace(chr(39), '')}; got {item['input']!r}"
+            message = f"expected one of {expected.replace(chr(39), '')}; got {short_repr(item['input'])}"
         lines.append(f"{path}: {message}")
     return lines
 
 
 def parse_spec(data: Any, *, source: str = "spec") -> Spec:
+    if data is None:
+        raise SpecError(f"{source}: the spec is empty (see `finetune-gen init` for a starter spec)")
     if not isinstance(data, dict):
         raise SpecError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
     try:
@@ -315,29 +388,138 @@ def parse_spec(data: Any, *, source: str = "spec") -> Spec:
         raise SpecError(f"{source} is not a valid spec", problems=problems) from None
 
 
+# A spec is a short file: anything bigger, deeper or more repetitive is not one.
+MAX_SPEC_BYTES = 1 << 20
+MAX_DEPTH = 32
+MAX_VALUES = 10_000
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: ~7x faster
+
+
+def _yaml_problem(source: str, node: yaml.Node, message: str) -> SpecError:
+    mark = node.start_mark
+    return SpecError(f"{source}:{mark.line + 1}:{mark.column + 1}: {message}")
+
+
+def _check_yaml_tree(root: yaml.Node, source: str) -> None:
+    """Refuse duplicate keys, deep nesting and alias bombs before anything is constructed.
+
+    Aliases make a node appear many times; sizes are counted per distinct node (memoized), so
+    a "billion laughs" document is measured without being expanded.
+    """
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+
+    def size(node: yaml.Node, depth: int) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if depth > MAX_DEPTH:
+            raise _yaml_problem(source, node, f"nested more than {MAX_DEPTH} levels deep")
+        if key in active:
+            raise _yaml_problem(source, node, "an alias refers to the value that contains it")
+        active.add(key)
+        total = 1
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, yaml.Node] = {}
+            for key_node, value_node in node.value:
+                if isinstance(key_node, yaml.ScalarNode):
+                    if key_node.value in seen:
+                        first = seen[key_node.value].start_mark.line + 1
+                        raise _yaml_problem(
+                            source,
+                            key_node,
+                            f"duplicate key {short_repr(key_node.value)} (first set on line {first})",
+                        )
+                    seen[key_node.value] = key_node
+                total += size(key_node, depth + 1) + size(value_node, depth + 1)
+        elif isinstance(node, yaml.SequenceNode):
+            total += sum(size(item, depth + 1) for item in node.value)
+        if total > MAX_VALUES:
+            raise _yaml_problem(
+                source, node, f"expands to more than {MAX_VALUES:,} values (YAML aliases?); not a spec"
+            )
+        active.discard(key)
+        sizes[key] = total
+        return total
+
+    size(root, 0)
+
+
+def _load_yaml(text: str, source: str, loader_class: Any = _Loader) -> Any:
+    loader = loader_class(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_yaml_tree(node, source)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise SpecError(f"duplicate key {short_repr(key)} in a JSON object")
+        result[key] = value
+    return result
+
+
+def _json_constant(name: str) -> Any:
+    raise SpecError(f"{name} is not a JSON number")
+
+
+def _json_depth(text: str) -> int:
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+            continue
+        if ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
 def read_spec_data(path: str | Path) -> Any:
     """Read YAML (safe loader only) or JSON; syntax errors name the line and column."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SpecError(f"{path}: no such file") from None
-    except (IsADirectoryError, UnicodeDecodeError, PermissionError) as error:
-        raise SpecError(f"{path}: cannot read spec ({error})") from None
+    text = read_text_file(path, "spec", MAX_SPEC_BYTES)
     if path.suffix.lower() == ".json":
+        if _json_depth(text) > MAX_DEPTH:
+            raise SpecError(f"{path}: nested more than {MAX_DEPTH} levels deep")
         try:
-            return json.loads(text)
+            return json.loads(text, object_pairs_hook=_json_object, parse_constant=_json_constant)
         except json.JSONDecodeError as error:
             raise SpecError(
                 f"{path}:{error.lineno}:{error.colno}: JSON syntax error: {error.msg}"
             ) from None
+        except SpecError as error:
+            raise SpecError(f"{path}: {error.message}") from None
     try:
-        return yaml.safe_load(text)
+        try:
+            return _load_yaml(text, str(path))
+        except yaml.YAMLError:
+            # Parse again with the pure-Python loader: its messages are clearer than libyaml's.
+            return _load_yaml(text, str(path), yaml.SafeLoader)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
         problem = getattr(error, "problem", None) or str(error)
         raise SpecError(f"{where}: YAML syntax error: {problem}") from None
+    except RecursionError:
+        raise SpecError(f"{path}: nested too deeply") from None
 
 
 def load_spec(path: str | Path) -> Spec:

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def run_cli(
-    *args: str, cwd: Path | None = None, check: bool = False
+    *args: str, cwd: Path | None = None, check: bool = False, timeout: float | None = None
 ) -> subprocess.CompletedProcess:
     """Run `finetune-gen` as users do: a real process, real exit code, stdout and stderr."""
     result = subprocess.run(
@@ -27,6 +27,7 @@ def run_cli(
         capture_output=True,
         text=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=timeout,
     )
     if check and result.returncode != 0:
         raise AssertionError(

@@ -14,11 +14,15 @@ CASES = sorted(p.name for p in (ROOT / "golden").iterdir() if (p / "spec.yaml").
 UPDATE = "python tests/update_golden.py   (then read `git diff golden/` before committing)"
 
 
+# The manifest holds hashes of the other files: derived, and tested in tests/test_writer.py.
+MANIFEST = ".finetune-gen.json"
+
+
 def tree(folder: Path) -> dict[str, bytes]:
     return {
         p.relative_to(folder).as_posix(): p.read_bytes()
         for p in sorted(folder.rglob("*"))
-        if p.is_file()
+        if p.is_file() and p.name != MANIFEST
     }
 
 

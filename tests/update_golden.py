@@ -27,6 +27,7 @@ def update(case: Path) -> None:
         shutil.rmtree(expected)
     result = run_cli("generate", "spec.yaml", "-o", "expected", cwd=case)
     if result.returncode == 0:
+        (expected / ".finetune-gen.json").unlink()  # derived hashes; tests/test_writer.py checks it
         print(f"{case.name}: {len(list(expected.iterdir()))} files")
     if case.name in PLAN_CASES or result.returncode != 0:
         plan = run_cli("plan", "spec.yaml", cwd=case)

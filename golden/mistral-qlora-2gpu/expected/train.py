@@ -5,7 +5,7 @@ Every value below comes from the plan in config.yaml, where each one is explaine
 
 What this script does:
   - loads mistralai/Mistral-7B-v0.1 with QLoRA (4-bit NF4 base + LoRA)
-  - reads yahma/alpaca-cleaned"; import os; os.system('echo pwned') # (alpaca); 0.9 for training, 0.1 held out for evaluation
+  - reads yahma/alpaca-cleaned\"; import os; os.system(\'echo pwned\') # (alpaca); 0.9 for training, 0.1 held out for evaluation
   - computes the loss on the response tokens only (the prompt is masked)
   - micro-batch 8 x 2 accumulation steps x 2 GPU(s) = 32 sequences per optimizer step
   - saves a checkpoint every 437 step(s) (the newest 2 kept), then the result, the tokenizer and the metrics
@@ -143,7 +143,7 @@ def parse_args():
     parser.add_argument(
         "--output-dir",
         default=OUTPUT_DIR,
-        help=f"where checkpoints and the result go (default: {OUTPUT_DIR})",
+        help="where checkpoints and the result go (default: %(default)s)",
     )
     parser.add_argument(
         "--resume",

@@ -119,7 +119,7 @@ def parse_args():
     parser.add_argument(
         "--output-dir",
         default=OUTPUT_DIR,
-        help=f"where checkpoints and the result go (default: {OUTPUT_DIR})",
+        help="where checkpoints and the result go (default: %(default)s)",
     )
     parser.add_argument(
         "--resume",
