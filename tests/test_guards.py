@@ -413,3 +413,21 @@ def test_trust_remote_code_names_the_code_it_runs(tmp_path, tiny_models):
     spec.write_text(yaml.safe_dump(spec_data))  # not asked: off, nothing printed
     plain = generate(spec, tmp_path / "plain")
     assert "TRUST_REMOTE_CODE = False" in (plain / "train.py").read_text()
+
+
+@pytest.mark.slow
+def test_oom_at_a_later_step_resumes_from_the_last_checkpoint(tmp_path, tiny_models):
+    # 38 rows at micro-batch 4: the epoch's last batch has 2 rows, at step 10; OOM there.
+    run = tiny_run(tmp_path, tiny_models, oom_guard="any_step")
+    result = run_with(run, {"FINETUNE_GEN_INJECT_OOM_AT_BATCH": "2"}, "--output-dir", "out")
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    out = run / "out"
+    record = json.loads((out / "fallbacks.json").read_text())
+    steps = [(e["at_step"], e["changes"]["micro_batch_size"]["to"]) for e in record["fallbacks"]]
+    # Micro-batch 2 meets a 2-row batch again at the same step; 1 row does not.
+    assert steps == [(9, 2), (9, 1)]
+    assert all("restarting from out/checkpoint-9" in e["why"] for e in record["fallbacks"])
+    assert record["current"]["gradient_accumulation_steps"] == 4
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["global_step"] == 10
+    assert "Resuming from out/checkpoint-9" in result.stdout

@@ -683,7 +683,14 @@ def oom_retry_allowed(steps_since_start, world_size):
             "Out of memory with several processes: the other ranks cannot retry in step, so the run stops."
         )
         return False
-    return OOM_GUARD == "any_step" or steps_since_start < OOM_FIRST_STEPS
+    if OOM_GUARD == "first_steps" and steps_since_start >= OOM_FIRST_STEPS:
+        print(
+            f"Out of memory {steps_since_start} steps after the start: past the first {OOM_FIRST_STEPS}, so "
+            "not retried (oom_guard: first_steps; any_step retries at every step). A long batch is the usual "
+            "cause: lower max_seq_length or the micro-batch, then python train.py --resume."
+        )
+        return False
+    return True
 
 
 def next_memory_rung(shape):
