@@ -67,6 +67,21 @@ class DatasetPlan(_Frozen):
     counted_from_file: bool
 
 
+class GuardsPlan(_Frozen):
+    """What the generated train.py does by itself when a run goes wrong (finetune_gen/guards.py)."""
+
+    on_nan: Literal["stop", "rollback"]
+    max_rollbacks: int
+    rollback_lr_factor: float  # the seed's training_instability ladder: reduce_learning_rate
+    rollback_warmup_ratio: float  # ... and add_warmup_steps
+    loss_spike_factor: float  # 0: off
+    spike_window: int  # steps in the running median
+    oom_guard: Literal["off", "first_steps", "any_step"]
+    oom_first_steps: int  # "first_steps": an OOM up to this optimizer step is retried
+    oom_ladder: list[str]  # the in-script rungs of the seed's memory_pressure ladder, in order
+    oom_advice: list[str]  # spec changes to plan when the ladder runs out
+
+
 # Usable share of a card's memory. The estimate is of max_memory_allocated plus the CUDA
 # context; PyTorch's caching allocator reserves 5-20% more than it hands out (ESTIMATION.md,
 # caveat 1), so the plan keeps 10% of the card free for it.
@@ -153,6 +168,7 @@ class Plan(_Frozen):
     output_dir: str
     run_name: str
     decoder_layer_class: str
+    guards: GuardsPlan
     hardware: HardwarePlan
     total_params: int
     trainable_params: int

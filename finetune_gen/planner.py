@@ -21,6 +21,7 @@ from .catalog import GPU, ResolvedModel, get_gpu, guess_gpu, list_gpus, resolve_
 from .data_stats import DatasetStats, read_stats, resolve_columns
 from .errors import NoFitError, SpecError
 from .estimate import estimate_memory
+from .guards import plan_guards
 from .hyperparams import (
     DEFAULT_NUM_EXAMPLES,
     DEFAULT_TOKENS_PER_EXAMPLE,
@@ -542,6 +543,26 @@ class Planner:
         decisions = dict(ctx.decisions)
         decisions.update(draft.decisions)
         self._decide_final(decisions, draft, ctx, effective)
+        guards, guard_decisions, guard_warnings = plan_guards(
+            self.tc,
+            method=draft.method,
+            world_size=world,
+            distributed=draft.distributed,
+            gradient_checkpointing=draft.gradient_checkpointing,
+            cpu_offload=draft.cpu_offload,
+            max_seq_length=ctx.seq_len,
+            eval_steps=eval_steps,
+        )
+        decisions.update((d.setting, d) for d in guard_decisions)
+        for header, detail, path in guard_warnings:
+            self.warn(header, detail, path)
+        if self.spec.trust_remote_code:
+            self.warn(
+                "trust_remote_code runs the model's own Python code",
+                f"{self.spec.base_model} loads with code from its repository (the auto_map entries "
+                "of its config.json, which train.py prints before loading); read that code first",
+                "trust_remote_code",
+            )
         return Plan(
             num_labels=self.num_labels,
             generator_version=__version__,
@@ -585,6 +606,7 @@ class Planner:
             run_name=self.spec.run_name
             or f"{self.spec.base_model.rstrip('/').split('/')[-1]}-{draft.method}",
             decoder_layer_class=self.arch.decoder_layer_class,
+            guards=guards,
             hardware=ctx.hardware,
             total_params=self.counts.total,
             trainable_params=trainable,

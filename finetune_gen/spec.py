@@ -62,6 +62,8 @@ METHODS: tuple[str, ...] = get_args(Method)
 Distributed = Literal["auto", "none", "ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3"]
 CpuOffload = Literal["none", "optimizer", "all"]
 Precision = Literal["bf16", "fp16", "fp32"]
+OnNan = Literal["stop", "rollback"]
+OomGuard = Literal["off", "first_steps", "any_step"]
 COLUMN_ROLES = ("prompt", "response", "text", "label", "messages", "system", "input")
 
 
@@ -230,6 +232,27 @@ class TrainingConfig(_Strict):
     # numpy's generator, seeded by the Trainer, takes 0 <= seed < 2**32.
     seed: int = Field(42, ge=0, lt=2**32)
     save_total_limit: int | None = Field(None, gt=0, le=10_000)
+    # Run-time guards of the generated train.py (finetune_gen/guards.py plans the unset ones).
+    on_nan: OnNan | None = Field(
+        None,
+        description="A non-finite loss or gradient norm, or a loss spike: stop (keep the last "
+        "good checkpoint) or rollback (restart from it with a lower learning rate).",
+    )
+    max_rollbacks: int | None = Field(
+        None, ge=0, le=20, description="on_nan: rollback only: restarts before giving up."
+    )
+    loss_spike_factor: float | None = Field(
+        None,
+        ge=0,
+        le=1e6,
+        description="A step loss above this many times the running median counts as a "
+        "divergence (0: off).",
+    )
+    oom_guard: OomGuard | None = Field(
+        None,
+        description="CUDA out of memory: retry with half the micro-batch (same effective "
+        "batch), then gradient checkpointing; in the first steps, at any step, or off.",
+    )
 
     @field_validator("optimizer")
     @classmethod
@@ -240,6 +263,13 @@ class TrainingConfig(_Strict):
     @classmethod
     def _known_scheduler(cls, value: str | None) -> str | None:
         return _one_of(value, LR_SCHEDULERS, "scheduler")
+
+    @field_validator("loss_spike_factor")
+    @classmethod
+    def _spike_factor(cls, value: float | None) -> float | None:
+        if value is not None and 0 < value <= 1:
+            raise ValueError("must be above 1 (a multiple of the running median), or 0 for off")
+        return value
 
 
 class HardwareSpec(_Strict):

@@ -297,7 +297,7 @@ def test_local_folder_without_config_is_a_spec_error(tmp_path, monkeypatch):
         resolve_model("org/model")
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "config.json").write_text("{not json")
-    with pytest.raises(SpecError, match="unreadable config.json"):
+    with pytest.raises(SpecError, match="config.json:1:2: not valid JSON"):
         resolve_model("./broken")
     (tmp_path / "file.json").write_text("{}")
     with pytest.raises(SpecError, match="is a file"):

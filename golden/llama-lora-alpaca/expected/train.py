@@ -20,10 +20,16 @@ Without a CUDA device it runs on the CPU in fp32 (slow: meant for smoke tests on
 """
 
 import argparse
+import collections
+import dataclasses
+import gc
 import json
 import math
 import os
+import statistics
 import tempfile
+import textwrap
+import zipfile
 from pathlib import Path
 
 import torch
@@ -36,7 +42,6 @@ from transformers import (
     TrainerCallback,
     TrainingArguments,
 )
-from transformers.trainer_utils import get_last_checkpoint
 
 # ---------------------------------------------------------------- the plan (config.yaml)
 BASE_MODEL = "meta-llama/Llama-3.1-8B"
@@ -115,7 +120,9 @@ def local_or_hub(name):
 
 def parse_args():
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=__doc__,
+        epilog=guards_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--max-steps",
@@ -131,7 +138,7 @@ def parse_args():
     parser.add_argument(
         "--resume",
         action="store_true",
-        help="resume from the newest checkpoint in the output folder",
+        help="resume from the newest complete checkpoint in the output folder",
     )
     parser.add_argument(
         "--check-data",
@@ -532,6 +539,786 @@ def module_names(model, modules):
     return [names[id(module)] for module in modules]
 
 
+# ---------------------------------------------------------------- guards
+# What this script does by itself when the run goes wrong (config.yaml: guards).
+
+ON_NAN = "stop"  # stop | rollback (restart from the last good checkpoint)
+MAX_ROLLBACKS = 2
+ROLLBACK_LR_FACTOR = 0.1  # the learning rate is multiplied by this at each rollback
+ROLLBACK_WARMUP_RATIO = 0.03  # warmup (a fraction of all steps) added at each rollback
+# A step loss above LOSS_SPIKE_FACTOR x the median of the last SPIKE_WINDOW steps is a divergence (0: off).
+LOSS_SPIKE_FACTOR = 5.0
+SPIKE_WINDOW = 20
+OOM_GUARD = "first_steps"  # off | first_steps | any_step
+OOM_FIRST_STEPS = 10  # first_steps: an OOM this many steps after a start is retried
+# The in-script steps of the seed's memory_pressure ladder, in order; then what to plan instead.
+OOM_LADDER = ["reduce_batch_size", "enable_gradient_checkpointing"]
+OOM_ADVICE = [
+    "training_config.method: qlora (a 4-bit base model: about half the memory)",
+    "training_config.cpu_offload: optimizer (DeepSpeed ZeRO moves optimizer states to CPU RAM)",
+    "hardware: a GPU with more memory (finetune-gen plan shows what fits)",
+]
+FALLBACKS_FILE = "fallbacks.json"  # in the output folder: every change the guards made
+# Test-only fault injection, off unless the variable is set (see --help).
+INJECT_NAN_ENV = "FINETUNE_GEN_INJECT_NAN_AT_STEP"
+INJECT_OOM_ENV = "FINETUNE_GEN_INJECT_OOM_AT_BATCH"
+PLANNED_GRADIENT_CHECKPOINTING = GRADIENT_CHECKPOINTING
+
+
+def guards_help():
+    """The guards' behaviour, shown by --help."""
+    spike = (
+        f", or a step loss over {LOSS_SPIKE_FACTOR:g}x the median of the last {SPIKE_WINDOW} steps"
+        if LOSS_SPIKE_FACTOR
+        else ""
+    )
+    on_nan = (
+        f"then it restarts from that checkpoint with the learning rate x{ROLLBACK_LR_FACTOR:g} and "
+        f"{ROLLBACK_WARMUP_RATIO:g} warmup added, at most {MAX_ROLLBACKS} time(s) (on_nan: rollback)"
+        if ON_NAN == "rollback"
+        else "then it stops with exit 1 (on_nan: stop; on_nan: rollback restarts from that checkpoint)"
+    )
+    scope = {
+        "off": "off",
+        "first_steps": f"in the first {OOM_FIRST_STEPS} steps after a start",
+        "any_step": "at any step",
+    }
+    guards = {
+        "NaN/Inf": f"A non-finite loss or gradient norm{spike}: no checkpoint is saved after that step, "
+        "the last good one is kept and the remedies are printed (learning rate /10, clipping at 1.0, "
+        f"bf16 instead of fp16, the rows of the offending batch); {on_nan}.",
+        "OOM": f"CUDA out of memory ({scope[OOM_GUARD]}; one process only): {', then '.join(OOM_LADDER)}, "
+        "restarting from the last good checkpoint. The micro-batch is halved and the accumulation doubled, "
+        f"so the effective batch is unchanged. Each change is printed and written to OUTPUT_DIR/{FALLBACKS_FILE}; "
+        "past the ladder the run stops and names what `finetune-gen plan` would need.",
+        "--resume": "Continues from the newest complete checkpoint, with the data order of an uninterrupted "
+        "run; a checkpoint whose save was interrupted (missing or truncated files) is set aside as "
+        f"incomplete-checkpoint-N. The guards' changes in {FALLBACKS_FILE} are kept.",
+        "test hooks": f"Off unless set. {INJECT_NAN_ENV}=N: a NaN loss at optimizer step N (once per "
+        f"process). {INJECT_OOM_ENV}=N: torch.OutOfMemoryError at each training forward of a micro-batch "
+        "of N rows.",
+    }
+    lines = ["run-time guards (config.yaml: guards):"]
+    for name, text in guards.items():
+        lines.append(
+            textwrap.fill(
+                text,
+                width=92,
+                initial_indent=f"  {name:<11}",
+                subsequent_indent=" " * 13,
+            )
+        )
+    return "\n".join(lines)
+
+
+def is_main_process():
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+@dataclasses.dataclass(frozen=True)
+class RunShape:
+    """The settings the guards may change between attempts; everything else is the plan."""
+
+    micro_batch_size: int
+    gradient_accumulation_steps: int
+    gradient_checkpointing: bool
+    learning_rate: float
+    added_warmup_ratio: float = 0.0
+
+    @classmethod
+    def planned(cls):
+        return cls(
+            TRAINING_ARGS["per_device_train_batch_size"],
+            TRAINING_ARGS["gradient_accumulation_steps"],
+            PLANNED_GRADIENT_CHECKPOINTING,
+            TRAINING_ARGS["learning_rate"],
+        )
+
+    def training_overrides(self):
+        """TrainingArguments for this shape (the micro-batch applies to evaluation too)."""
+        overrides = {
+            "per_device_train_batch_size": self.micro_batch_size,
+            "per_device_eval_batch_size": self.micro_batch_size,
+            "gradient_accumulation_steps": self.gradient_accumulation_steps,
+            "learning_rate": self.learning_rate,
+        }
+        if self.gradient_checkpointing and not PLANNED_GRADIENT_CHECKPOINTING:
+            overrides["gradient_checkpointing"] = True
+        return overrides
+
+
+# ---- out of memory
+
+
+def is_out_of_memory(error):
+    """CUDA out of memory, however it surfaces (torch.OutOfMemoryError, cuDNN or cuBLAS errors)."""
+    from accelerate.utils.memory import should_reduce_batch_size
+
+    return isinstance(error, torch.OutOfMemoryError) or should_reduce_batch_size(error)
+
+
+def oom_retry_allowed(steps_since_start, world_size):
+    if OOM_GUARD == "off":
+        return False
+    if world_size > 1:
+        print(
+            "Out of memory with several processes: the other ranks cannot retry in step, so the run stops."
+        )
+        return False
+    if OOM_GUARD == "first_steps" and steps_since_start >= OOM_FIRST_STEPS:
+        print(
+            f"Out of memory {steps_since_start} steps after the start: past the first {OOM_FIRST_STEPS}, so "
+            "not retried (oom_guard: first_steps; any_step retries at every step). A long batch is the usual "
+            "cause: lower max_seq_length or the micro-batch, then python train.py --resume."
+        )
+        return False
+    return True
+
+
+def next_memory_rung(shape):
+    """(action, shape) of the next step of the memory_pressure ladder, or None when none is left."""
+    if "reduce_batch_size" in OOM_LADDER and shape.micro_batch_size > 1:
+        # Half the micro-batch (the largest divisor up to half, so the effective batch stays exact).
+        size = shape.micro_batch_size
+        smaller = max(d for d in range(1, size // 2 + 1) if size % d == 0)
+        return "reduce_batch_size", dataclasses.replace(
+            shape,
+            micro_batch_size=smaller,
+            gradient_accumulation_steps=shape.gradient_accumulation_steps
+            * (size // smaller),
+        )
+    if (
+        "enable_gradient_checkpointing" in OOM_LADDER
+        and not shape.gradient_checkpointing
+    ):
+        return "enable_gradient_checkpointing", dataclasses.replace(
+            shape, gradient_checkpointing=True
+        )
+    return None
+
+
+def oom_exhausted_message(shape, error):
+    advice = "".join(f"\n  - {line}" for line in OOM_ADVICE)
+    return (
+        f"Out of memory at micro-batch {shape.micro_batch_size} with gradient checkpointing "
+        f"{'on' if shape.gradient_checkpointing else 'off'}: the in-script ladder ({', '.join(OOM_LADDER)}) "
+        f"is used up ({error}). Change the spec and run `finetune-gen plan` (it estimates each):{advice}"
+    )
+
+
+def free_memory():
+    """Release what a failed attempt held before the next one allocates."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def inject_oom(model):
+    """Test hook ({INJECT_OOM_ENV}=N): a training forward of a micro-batch of N rows raises OOM."""
+    rows = os.environ.get(INJECT_OOM_ENV)
+    if not rows:
+        return
+
+    def hook(module, args, kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        if module.training and ids is not None and ids.shape[0] == int(rows):
+            raise torch.OutOfMemoryError(
+                f"CUDA out of memory (injected by {INJECT_OOM_ENV}={rows})"
+            )
+
+    model.register_forward_pre_hook(hook, with_kwargs=True)
+
+
+_NAN_INJECTED = []
+
+
+def nan_injection_due(step):
+    """Test hook ({INJECT_NAN_ENV}=N): true once per process, at optimizer step N."""
+    wanted = os.environ.get(INJECT_NAN_ENV)
+    if not wanted or int(wanted) != step or _NAN_INJECTED:
+        return False
+    _NAN_INJECTED.append(step)
+    print(
+        f"{INJECT_NAN_ENV}={wanted}: a NaN loss is injected at step {step} (test hook)"
+    )
+    return True
+
+
+# ---- non-finite loss
+
+
+@dataclasses.dataclass
+class Trip:
+    """The step where training went wrong, and why."""
+
+    step: int
+    kind: str  # non_finite_loss | non_finite_grad_norm | loss_spike
+    problem: str
+    batches: list
+
+
+class GuardedTrainer(Trainer):
+    """The Trainer, reporting each micro-batch's loss and each step's gradient norm to the NaN guard."""
+
+    guard = None
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if self.guard is not None:
+            self.guard.record_loss(loss, inputs)
+        return loss
+
+    def compute_loss(
+        self, model, inputs, return_outputs=False, num_items_in_batch=None
+    ):
+        result = super().compute_loss(
+            model,
+            inputs,
+            return_outputs=return_outputs,
+            num_items_in_batch=num_items_in_batch,
+        )
+        if model.training and nan_injection_due(self.state.global_step + 1):
+            # Through the backward pass too: the gradients and then the weights become NaN.
+            return (
+                (result[0] * float("nan"), *result[1:])
+                if return_outputs
+                else result * float("nan")
+            )
+        return result
+
+    def _get_grad_norm(self, model, grad_norm=None):
+        # The Trainer measures the norm here (transformers 5); without this hook the guard reads
+        # grad_norm from the logs instead.
+        grad_norm = super()._get_grad_norm(model, grad_norm=grad_norm)
+        if self.guard is not None:
+            self.guard.record_grad_norm(grad_norm)
+        return grad_norm
+
+
+class NanGuard(TrainerCallback):
+    """Stops at a non-finite loss or gradient norm, or a loss spike, before that step is saved.
+
+    It runs after the Trainer's own step-end callback: clearing should_save here keeps the bad
+    step out of every checkpoint, so the newest checkpoint is always the last good one.
+    """
+
+    def __init__(self, trainer, saved_checkpoints):
+        self.trainer = trainer
+        self.saved_checkpoints = saved_checkpoints
+        self.recent_losses = collections.deque(maxlen=SPIKE_WINDOW)
+        self.tripped = None
+        self.saw_grad_norm = False
+        self.start_step()
+
+    def start_step(self):
+        self.step_loss, self.grad_norm, self.batches = None, None, []
+
+    def record_loss(self, loss, inputs):
+        loss = loss.detach().float()
+        self.step_loss = loss if self.step_loss is None else self.step_loss + loss
+        if "input_ids" in inputs:
+            self.batches.append(
+                (inputs["input_ids"].detach(), inputs.get("attention_mask"))
+            )
+
+    def record_grad_norm(self, value):
+        self.saw_grad_norm = True
+        self.grad_norm = None if value is None else float(value)
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.start_step()
+
+    def problem(self, loss, grad_norm):
+        if loss is not None and not math.isfinite(loss):
+            return "non_finite_loss", f"the loss is {loss}"
+        # fp16 loss scaling skips steps with overflowing gradients by design; those are not failures.
+        if (
+            grad_norm is not None
+            and not math.isfinite(grad_norm)
+            and not self.trainer.accelerator.optimizer_step_was_skipped
+        ):
+            return "non_finite_grad_norm", f"the gradient norm is {grad_norm}"
+        if (
+            loss is None
+            or not LOSS_SPIKE_FACTOR
+            or len(self.recent_losses) < SPIKE_WINDOW // 2
+        ):
+            return None
+        median = statistics.median(self.recent_losses)
+        # At least one nat above the median too: near-zero losses make ratios meaningless.
+        if loss > LOSS_SPIKE_FACTOR * median and loss - median > 1.0:
+            return "loss_spike", (
+                f"the loss {loss:.4g} is {loss / median:.1f}x the median {median:.4g} of the last "
+                f"{len(self.recent_losses)} steps (loss_spike_factor {LOSS_SPIKE_FACTOR:g})"
+            )
+        return None
+
+    def on_step_end(self, args, state, control, **kwargs):
+        loss = None
+        if self.step_loss is not None:
+            # Every rank takes the same decision (one scalar all-reduce when there are several).
+            loss = self.trainer.accelerator.reduce(
+                self.step_loss, reduction="mean"
+            ).item()
+        problem = self.problem(loss, self.grad_norm)
+        if problem is None:
+            if loss is not None:
+                self.recent_losses.append(loss)
+            return
+        self.tripped = Trip(state.global_step, *problem, batches=self.batches)
+        self.stop_without_saving(control)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        grad_norm = (logs or {}).get("grad_norm")
+        if (
+            self.tripped is None
+            and not self.saw_grad_norm
+            and grad_norm is not None
+            and not math.isfinite(grad_norm)
+        ):
+            self.tripped = Trip(
+                state.global_step,
+                "non_finite_grad_norm",
+                f"the logged gradient norm is {grad_norm}",
+                [],
+            )
+        if self.tripped is not None:
+            self.stop_without_saving(control)
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        if self.tripped is not None:
+            self.stop_without_saving(control)
+
+    def on_save(self, args, state, control, **kwargs):
+        self.saved_checkpoints.append(
+            str(Path(args.output_dir) / f"checkpoint-{state.global_step}")
+        )
+
+    @staticmethod
+    def stop_without_saving(control):
+        control.should_save = False
+        control.should_evaluate = False
+        control.should_training_stop = True
+
+
+class LearningRateOverride(TrainerCallback):
+    """The guards' learning rate (after rollbacks), with warmup from the restart step.
+
+    Resuming restores the checkpoint's scheduler, learning rate included, so the rate is set
+    here, after the Trainer has loaded it. The warmup is a plain function: schedulers save
+    only callable objects, and this one must not end up in checkpoints.
+    """
+
+    def __init__(self, learning_rate, warmup_ratio):
+        self.learning_rate = learning_rate
+        self.warmup_ratio = warmup_ratio
+
+    def on_train_begin(
+        self, args, state, control, optimizer=None, lr_scheduler=None, **kwargs
+    ):
+        scheduler = getattr(
+            lr_scheduler, "scheduler", lr_scheduler
+        )  # accelerate may wrap it
+        if optimizer is None or not hasattr(scheduler, "lr_lambdas"):
+            print(
+                "The learning-rate schedule is not a LambdaLR: the lowered rate applies from the next start only."
+            )
+            return
+        start, warmup = state.global_step, max(
+            1, math.ceil(self.warmup_ratio * state.max_steps)
+        )
+
+        def with_warmup(schedule):
+            return lambda step: schedule(step) * (
+                min(1.0, (step - start + 1) / warmup) if self.warmup_ratio else 1.0
+            )
+
+        scheduler.lr_lambdas = [
+            with_warmup(schedule) for schedule in scheduler.lr_lambdas
+        ]
+        scheduler.base_lrs = [self.learning_rate] * len(scheduler.base_lrs)
+        rates = [
+            base * schedule(scheduler.last_epoch)
+            for base, schedule in zip(scheduler.base_lrs, scheduler.lr_lambdas)
+        ]
+        for group, rate in zip(optimizer.param_groups, rates):
+            group["lr"] = rate
+        scheduler._last_lr = rates
+        added = (
+            f", {warmup} warmup step(s) from step {start}" if self.warmup_ratio else ""
+        )
+        print(
+            f"Learning rate {self.learning_rate:g} (planned {TRAINING_ARGS['learning_rate']:g}){added}"
+        )
+
+
+def offending_rows(trip, train_set, tokenizer, limit=8):
+    """The training examples of the bad step: their row numbers when known, and their text."""
+    index = {}
+    for number, example in enumerate(train_set):
+        index.setdefault(tuple(example["input_ids"]), number)
+    lines = []
+    for input_ids, mask in trip.batches:
+        for position, ids in enumerate(input_ids.tolist()):
+            if mask is not None:
+                ids = ids[: int(mask[position].sum())]
+            number = index.get(tuple(ids))
+            if number is None:
+                where = "a packed or unmatched sequence"
+            else:
+                row = train_set[number].get("row")
+                where = f"training example {number}" + (
+                    f" (row {row} of {DATASET_PATH})" if row else ""
+                )
+            text = tokenizer.decode(ids, skip_special_tokens=True)
+            lines.append(
+                f"    {where}: {('...' + text[-160:]) if len(text) > 160 else text!r}"
+            )
+    if len(lines) > limit:
+        lines = lines[:limit] + [f"    ... and {len(lines) - limit} more"]
+    return "\n".join(lines) or "    (not recorded)"
+
+
+def nan_remedies(trip, shape, precision, checkpoint, train_set, tokenizer):
+    """The seed's remedies for "Loss is NaN", with the values to try."""
+    lowered = shape.learning_rate * ROLLBACK_LR_FACTOR
+    steps = [
+        f"a lower learning rate: {lowered:g} (now {shape.learning_rate:g}; training_config.learning_rate)",
+        f"gradient clipping at 1.0 (max_grad_norm now {TRAINING_ARGS['max_grad_norm']:g})",
+        "check the rows of the offending batch for NaN/Inf, empty or huge values:\n"
+        + offending_rows(trip, train_set, tokenizer),
+    ]
+    if precision == "fp16":
+        steps.append(
+            "bf16 instead of fp16 (training_config.precision: bf16, on a GPU that has it)"
+        )
+    if ON_NAN != "rollback":
+        steps.append(
+            "training_config.on_nan: rollback, to restart from the last good checkpoint by itself"
+        )
+    kept = checkpoint or "none yet (it stopped before the first checkpoint)"
+    return (
+        f"Training went wrong at step {trip.step}: {trip.problem}.\n"
+        f"No checkpoint was saved after it; the last good checkpoint: {kept}.\n"
+        "Try, in order (the seed's remedies for 'Loss is NaN'):\n"
+        + "".join(f"  {number}. {text}\n" for number, text in enumerate(steps, 1))
+        + "Then continue with: python train.py --resume"
+    )
+
+
+# ---- checkpoints
+
+
+def checkpoint_problem(folder):
+    """Why a checkpoint folder cannot be resumed from, or None when it is complete."""
+    folder = Path(folder)
+    try:
+        state = json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "no readable trainer_state.json (its save was interrupted)"
+    if str(state.get("global_step")) != folder.name.rsplit("-", 1)[-1]:
+        return f"trainer_state.json says step {state.get('global_step')}"
+    weights = [
+        p
+        for p in folder.iterdir()
+        if p.suffix in (".safetensors", ".bin") and "model" in p.name
+    ]
+    if not weights:
+        return "no model or adapter weights"
+    for path in weights:
+        if path.suffix == ".safetensors" and not safetensors_complete(path):
+            return f"{path.name} is truncated"
+    for name in ("optimizer.pt", "scheduler.pt"):
+        if (folder / name).exists() and not zipfile.is_zipfile(folder / name):
+            return f"{name} is truncated"
+    deepspeed = (folder / "latest").exists()
+    if not deepspeed and not any(
+        p.name.startswith("optimizer") for p in folder.iterdir()
+    ):
+        return "no optimizer state"
+    losses = [
+        entry["loss"] for entry in state.get("log_history", []) if "loss" in entry
+    ]
+    if losses and not math.isfinite(losses[-1]):
+        return f"its last logged loss is {losses[-1]}"
+    return None
+
+
+def safetensors_complete(path):
+    """Whether a .safetensors file holds every byte its header announces (a cheap truncation check)."""
+    try:
+        with open(path, "rb") as handle:
+            header_size = int.from_bytes(handle.read(8), "little")
+            header = json.loads(handle.read(header_size))
+    except (OSError, ValueError):
+        return False
+    ends = [
+        entry["data_offsets"][1]
+        for name, entry in header.items()
+        if name != "__metadata__"
+    ]
+    return os.path.getsize(path) == 8 + header_size + max(ends, default=0)
+
+
+def checkpoint_step(folder):
+    return int(Path(folder).name.rsplit("-", 1)[-1])
+
+
+def newest_complete_checkpoint(output_dir):
+    """The newest checkpoint-N folder that is complete; incomplete newer ones are set aside.
+
+    transformers' get_last_checkpoint takes the highest number even when its save was cut off.
+    Setting the broken ones aside (incomplete-checkpoint-N) also keeps save_total_limit from
+    counting them and deleting a good checkpoint instead.
+    """
+    folders = sorted(
+        (
+            p
+            for p in Path(output_dir).glob("checkpoint-*")
+            if p.is_dir() and p.name.rsplit("-", 1)[-1].isdigit()
+        ),
+        key=checkpoint_step,
+        reverse=True,
+    )
+    for folder in folders:
+        problem = checkpoint_problem(folder)
+        if problem is None:
+            return str(folder)
+        print(f"Skipping {folder}: {problem}")
+        if is_main_process():
+            aside = folder.with_name("incomplete-" + folder.name)
+            while aside.exists():
+                aside = aside.with_name(aside.name + "-again")
+            folder.rename(aside)
+    return None
+
+
+def last_good_checkpoint(saved_checkpoints):
+    """The newest complete checkpoint this run resumed from or wrote (older runs' are ignored)."""
+    good = [
+        c
+        for c in saved_checkpoints
+        if Path(c).is_dir() and checkpoint_problem(c) is None
+    ]
+    return max(good, key=checkpoint_step, default=None)
+
+
+# ---- the record: fallbacks.json
+
+
+class FallbackLog:
+    """fallbacks.json in the output folder: each change the guards made, and the shape in use.
+
+    --resume reads it back, so a resumed run keeps the smaller micro-batch or the lowered
+    learning rate instead of meeting the same failure again.
+    """
+
+    def __init__(self, output_dir):
+        self.path = Path(output_dir) / FALLBACKS_FILE
+        self.entries = []
+
+    def resume(self, planned):
+        """The shape recorded by an earlier run of the same plan, or the planned one."""
+        try:
+            record = json.loads(self.path.read_text(encoding="utf-8"))
+            shape = RunShape(**record["current"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return planned
+        per_step = [
+            s.micro_batch_size * s.gradient_accumulation_steps for s in (shape, planned)
+        ]
+        if per_step[0] != per_step[1]:
+            return planned  # another plan: its record does not apply
+        self.entries = record.get("fallbacks", [])
+        if shape != planned:
+            print(
+                f"--resume: keeping the guards' changes from {self.path}: {describe(planned, shape)}"
+            )
+        return shape
+
+    def add(self, action, trigger, step, before, after, why):
+        old, new = dataclasses.asdict(before), dataclasses.asdict(after)
+        changes = {
+            name: {"from": old[name], "to": new[name]}
+            for name in old
+            if old[name] != new[name]
+        }
+        self.entries.append(
+            {
+                "action": action,
+                "trigger": trigger,
+                "at_step": step,
+                "changes": changes,
+                "why": why,
+            }
+        )
+        print(
+            f"[guard] {action} after {trigger} at step {step}: {describe(before, after)} ({why})"
+        )
+        if is_main_process():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            record = {
+                "planned": dataclasses.asdict(RunShape.planned()),
+                "current": new,
+                "fallbacks": self.entries,
+            }
+            self.path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+
+
+def describe(before, after):
+    old, new = dataclasses.asdict(before), dataclasses.asdict(after)
+    changed = ", ".join(
+        f"{name} {old[name]} -> {new[name]}" for name in old if old[name] != new[name]
+    )
+    effective = after.micro_batch_size * after.gradient_accumulation_steps
+    return f"{changed or 'no change'} (effective batch per GPU {effective})"
+
+
+# ---- trust_remote_code
+
+
+def show_remote_code():
+    """With trust_remote_code, name the model's own code that will run (its auto_map entries)."""
+    if not TRUST_REMOTE_CODE:
+        return
+    from transformers import PretrainedConfig
+    from transformers.utils import cached_file
+
+    source = local_or_hub(BASE_MODEL)
+    entries = dict(PretrainedConfig.get_config_dict(source)[0].get("auto_map", {}))
+    tokenizer_config = cached_file(
+        source, "tokenizer_config.json", _raise_exceptions_for_missing_entries=False
+    )
+    if tokenizer_config:
+        entries.update(
+            json.loads(Path(tokenizer_config).read_text(encoding="utf-8")).get(
+                "auto_map", {}
+            )
+        )
+    print(f"trust_remote_code is on: this run executes Python code from {BASE_MODEL}:")
+    for name, reference in sorted(entries.items()):
+        for ref in reference if isinstance(reference, list) else [reference]:
+            if ref:
+                repo, _, dotted = ref.rpartition("--")
+                module = dotted.rsplit(".", 1)[0]
+                print(f"  {name}: {dotted} (file {module}.py in {repo or BASE_MODEL})")
+    if not entries:
+        print(
+            "  none: config.json has no auto_map, so only transformers' own code runs"
+        )
+
+
+# ---- the guarded training loop
+
+
+def attach_guards(trainer, shape, saved_checkpoints):
+    """The NaN guard, the learning-rate override and the test hooks, on one Trainer."""
+    guard = NanGuard(trainer, saved_checkpoints)
+    trainer.guard = guard
+    trainer.add_callback(guard)
+    if (
+        shape.learning_rate != TRAINING_ARGS["learning_rate"]
+        or shape.added_warmup_ratio
+    ):
+        trainer.add_callback(
+            LearningRateOverride(shape.learning_rate, shape.added_warmup_ratio)
+        )
+    inject_oom(trainer.model)
+    return guard
+
+
+def train_with_guards(precision, tokenizer, train_set, eval_set, overrides, checkpoint):
+    """trainer.train() under the guards; returns the Trainer and its result.
+
+    Each attempt builds the model and the Trainer afresh: after an out-of-memory error or a
+    rollback nothing of the failed attempt (weights, optimizer states, CUDA memory) is reused.
+    """
+    global GRADIENT_CHECKPOINTING
+    log = FallbackLog(overrides["output_dir"])
+    shape = log.resume(RunShape.planned()) if checkpoint else RunShape.planned()
+    saved_checkpoints = [checkpoint] if checkpoint else []
+    if not checkpoint and is_main_process() and log.path.exists():
+        log.path.unlink()  # an earlier run's record; this run starts from the plan
+    rollbacks = 0
+    while True:
+        GRADIENT_CHECKPOINTING = shape.gradient_checkpointing  # read by setup_model()
+        training_args = training_arguments(
+            precision, bool(eval_set), **overrides, **shape.training_overrides()
+        )
+        model = setup_model(tokenizer, precision)
+        trainer = build_trainer(model, tokenizer, train_set, eval_set, training_args)
+        guard = attach_guards(trainer, shape, saved_checkpoints)
+        print(
+            f"{training_args.world_size} process(es), {training_args.n_gpu} GPU(s) each"
+        )
+        if checkpoint:
+            print(f"Resuming from {checkpoint}")
+        start = checkpoint_step(checkpoint) if checkpoint else 0
+        out_of_memory = None
+        try:
+            result = trainer.train(resume_from_checkpoint=checkpoint)
+        except (
+            Exception
+        ) as error:  # out-of-memory errors are handled below; the rest propagate
+            if not is_out_of_memory(error) or not oom_retry_allowed(
+                trainer.state.global_step - start, training_args.world_size
+            ):
+                raise
+            out_of_memory = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        if out_of_memory is None and guard.tripped is None:
+            return trainer, result
+        step, trip = trainer.state.global_step, guard.tripped
+        trainer.accelerator.free_memory()
+        del model, trainer, guard
+        free_memory()
+        checkpoint = last_good_checkpoint(saved_checkpoints)
+        restart = (
+            f"restarting from {checkpoint}"
+            if checkpoint
+            else "restarting from the start"
+        )
+        if out_of_memory:
+            rung = next_memory_rung(shape)
+            if rung is None:
+                raise SystemExit(oom_exhausted_message(shape, out_of_memory))
+            action, new_shape = rung
+            log.add(
+                action,
+                "out_of_memory",
+                step,
+                shape,
+                new_shape,
+                f"{out_of_memory}; {restart}",
+            )
+        else:
+            print(
+                nan_remedies(trip, shape, precision, checkpoint, train_set, tokenizer)
+            )
+            if ON_NAN != "rollback":
+                raise SystemExit(
+                    f"Stopped at step {trip.step}: {trip.problem} (training_config.on_nan: stop)."
+                )
+            if rollbacks >= MAX_ROLLBACKS:
+                raise SystemExit(
+                    f"Stopped at step {trip.step}: {trip.problem}, after {rollbacks} rollback(s) (max_rollbacks)."
+                )
+            rollbacks += 1
+            new_shape = dataclasses.replace(
+                shape,
+                learning_rate=shape.learning_rate * ROLLBACK_LR_FACTOR,
+                added_warmup_ratio=ROLLBACK_WARMUP_RATIO,
+            )
+            log.add(
+                "rollback",
+                trip.kind,
+                trip.step,
+                shape,
+                new_shape,
+                f"{trip.problem}; rollback {rollbacks} of {MAX_ROLLBACKS}, {restart}",
+            )
+        shape = new_shape
+
+
 # ---------------------------------------------------------------- training
 
 
@@ -564,8 +1351,8 @@ def training_arguments(precision, has_eval, **overrides):
 
 
 def build_trainer(model, tokenizer, train_set, eval_set, args):
-    """The Trainer: planned arguments, our collator, the memory logger."""
-    return Trainer(
+    """The Trainer (with the guards' hooks): planned arguments, our collator, the memory logger."""
+    return GuardedTrainer(
         model=model,
         args=args,
         data_collator=Collator(tokenizer.pad_token_id),
@@ -579,6 +1366,7 @@ def build_trainer(model, tokenizer, train_set, eval_set, args):
 def train(args):
     torch.manual_seed(SEED)
     precision = setup_precision()
+    show_remote_code()
     tokenizer = setup_tokenizer()
     with tempfile.TemporaryDirectory() as scratch:  # what will be saved for inference, checked now
         tokenizer.save_pretrained(scratch)
@@ -593,22 +1381,20 @@ def train(args):
     overrides = {"output_dir": args.output_dir, "report_to": args.report_to}
     if args.max_steps is not None:
         overrides["max_steps"] = args.max_steps
-    training_args = training_arguments(precision, bool(eval_set), **overrides)
-    model = setup_model(tokenizer, precision)
-    trainer = build_trainer(model, tokenizer, train_set, eval_set, training_args)
-    print(f"{training_args.world_size} process(es), {training_args.n_gpu} GPU(s) each")
-
     checkpoint = None
     if args.resume:
         checkpoint = (
-            get_last_checkpoint(args.output_dir)
+            newest_complete_checkpoint(args.output_dir)
             if os.path.isdir(args.output_dir)
             else None
         )
         if checkpoint is None:
-            raise SystemExit(f"--resume: no checkpoint-* folder in {args.output_dir}")
-        print(f"Resuming from {checkpoint}")
-    result = trainer.train(resume_from_checkpoint=checkpoint)
+            raise SystemExit(
+                f"--resume: no complete checkpoint-* folder in {args.output_dir}"
+            )
+    trainer, result = train_with_guards(
+        precision, tokenizer, train_set, eval_set, overrides, checkpoint
+    )
 
     trainer.save_model(args.output_dir)  # the adapter and the tokenizer
     if trainer.is_world_process_zero():
