@@ -46,8 +46,9 @@ _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*(/[A-Za-z0-9][A-Za-z0-9_.\-]
 def _load_yaml(name: str) -> dict[str, Any]:
     import yaml  # lazy: only commands that need the catalog pay for it
 
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ~7x faster (STACK-NOTES)
     with open(DATA_DIR / name, encoding="utf-8") as fh:
-        return yaml.safe_load(fh)
+        return yaml.load(fh, Loader=loader)
 
 
 def _norm_gpu(name: str) -> str:

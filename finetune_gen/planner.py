@@ -64,6 +64,7 @@ class Planner:
         self.spec = spec
         self.spec_name = spec_name
         self.strict = strict
+        self._trainable_cache: dict[tuple, int] = {}
         # Trial plans (hardware recommendations) must not recurse into recommendations.
         self.suggest_on_no_fit = True
         self.tc = spec.training_config
@@ -211,6 +212,24 @@ class Planner:
     # ------------------------------------------------------------ memory
 
     def trainable(
+        self, method: str, lora: LoraPlan | None, virtual_tokens: int, freeze_layers: int
+    ) -> int:
+        # The ladder and the hardware search ask for the same few counts thousands of times.
+        targets = lora.target_modules if lora else None
+        key = (
+            method,
+            tuple(targets) if isinstance(targets, list) else targets,
+            lora.r if lora else None,
+            virtual_tokens,
+            freeze_layers,
+        )
+        if key not in self._trainable_cache:
+            self._trainable_cache[key] = self._count_trainable(
+                method, lora, virtual_tokens, freeze_layers
+            )
+        return self._trainable_cache[key]
+
+    def _count_trainable(
         self, method: str, lora: LoraPlan | None, virtual_tokens: int, freeze_layers: int
     ) -> int:
         return trainable_params(
