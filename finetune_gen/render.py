@@ -7,7 +7,9 @@ from the plan alone.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -275,13 +277,51 @@ def build_view(plan: Plan) -> View:
     return view
 
 
+def _black_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("black")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _format_cache() -> Path | None:
+    if os.environ.get("FINETUNE_GEN_NO_CACHE"):
+        return None
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "finetune-gen" / f"black-{_black_version()}"
+
+
 def format_python(source: str, name: str) -> str:
+    """black's output for ``source``, from a cache keyed by the exact input when it was seen.
+
+    black is most of `generate`'s time. Its output depends only on its input and version, so
+    a file that did not change since the last generation (eval.py and probe.py after a spec
+    edit, every file on `generate --check`) is not formatted again.
+    """
+    cache = _format_cache()
+    entry = cache / (hashlib.sha256(source.encode("utf-8")).hexdigest() + ".py") if cache else None
+    if entry is not None:
+        try:
+            return entry.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            pass
     import black  # imported here: only rendering needs it
 
     try:
-        return black.format_str(source, mode=black.Mode())
+        formatted = black.format_str(source, mode=black.Mode())
     except black.parsing.InvalidInput as error:  # a template bug, never user input
         raise RuntimeError(f"generated {name} is not valid Python: {error}") from error
+    if entry is not None:
+        try:
+            entry.parent.mkdir(parents=True, exist_ok=True)
+            temporary = entry.with_name(f".{entry.name}.{os.getpid()}")
+            temporary.write_text(formatted, encoding="utf-8")
+            temporary.replace(entry)
+        except OSError:
+            pass  # a read-only home: format every time
+    return formatted
 
 
 def render_files(plan: Plan, resources: Resources, evaluation: dict[str, Any]) -> dict[str, str]:

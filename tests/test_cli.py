@@ -224,3 +224,23 @@ def test_quantization_config_is_accepted_by_transformers(tmp_path):
         and config.bnb_4bit_use_double_quant
     )
     assert str(config.bnb_4bit_compute_dtype) == "torch.bfloat16"
+
+
+def test_black_output_is_cached_by_exact_input(tmp_path, monkeypatch):
+    """A file that did not change is not formatted again; a changed one is."""
+    import black
+
+    from finetune_gen import render
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.delenv("FINETUNE_GEN_NO_CACHE", raising=False)
+    source = "x = [1,\n 2]\n"
+    first = render.format_python(source, "a.py")
+    assert first == black.format_str(source, mode=black.Mode())
+    entries = list(tmp_path.rglob("*.py"))
+    assert len(entries) == 1
+    calls = []
+    monkeypatch.setattr(black, "format_str", lambda *a, **k: calls.append(a) or "")
+    assert render.format_python(source, "a.py") == first and calls == []  # a hit
+    render.format_python(source + "y = 1\n", "a.py")
+    assert len(calls) == 1  # a miss formats
