@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .architecture import Architecture
+from .methods import LOW_RANK_METHODS as ADAPTER_METHODS
+from .methods import PEFT_METHODS
 from .optimizers import OPTIMIZERS
 from .params import _IA3_TARGETS, METHODS, ParamCounts, linear_shapes
 
 GB = 1e9
 
-PEFT_METHODS = ("lora", "qlora", "dora", "ia3", "loha", "lokr", "prefix_tuning", "prompt_tuning")
-ADAPTER_METHODS = ("lora", "qlora", "dora", "loha", "lokr")
 DISTRIBUTED = ("none", "ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3")
 OFFLOAD = ("none", "optimizer", "all")
 PRECISIONS = ("bf16", "fp16", "fp32")

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .errors import SpecError
+from .methods import LOW_RANK_METHODS
 from .params import adapts_fused_experts, resolve_target_modules
 from .plan import DatasetPlan, Decision, Fallback, HardwarePlan, LoraPlan
 from .prompts import FORMAT_OVERHEAD_TOKENS
@@ -17,7 +18,7 @@ from .prompts import FORMAT_OVERHEAD_TOKENS
 if TYPE_CHECKING:
     from .planner import Planner
 
-LORA_LIKE = ("lora", "qlora", "dora", "loha", "lokr")
+LORA_LIKE = LOW_RANK_METHODS
 DEFAULT_SEQ_LEN = {"classification": 512}
 DEFAULT_SEQ_LEN_OTHER = 2048
 DEFAULT_NUM_EXAMPLES = 10_000

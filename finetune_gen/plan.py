@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .methods import METHODS
+
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -182,7 +184,7 @@ class Plan(_Frozen):
 
     @property
     def is_peft(self) -> bool:
-        return self.method not in ("full", "freeze")
+        return METHODS[self.method].is_peft
 
     def public_dict(self) -> dict[str, Any]:
         """The contract's ``plan`` object (JSON-safe, ``from`` spelled as in the contract)."""

@@ -18,35 +18,13 @@ from typing import Any
 import jinja2
 
 from . import __version__
+from .methods import METHODS
 from .optimizers import needs_bitsandbytes
 from .params import ia3_modules
 from .plan import Plan
 from .prompts import ALPACA_PROMPT, DEFAULT_CHAT_TEMPLATE
 from .quoting import FILTERS, one_line
 from .resources import Resources
-
-METHOD_TITLES = {
-    "full": "full fine-tuning",
-    "freeze": "partial fine-tuning (top layers only)",
-    "lora": "LoRA",
-    "qlora": "QLoRA (4-bit NF4 base + LoRA)",
-    "dora": "DoRA (weight-decomposed LoRA)",
-    "ia3": "IA3",
-    "loha": "LoHa",
-    "lokr": "LoKr",
-    "prefix_tuning": "prefix tuning",
-    "prompt_tuning": "prompt tuning",
-}
-PEFT_CONFIG_CLASSES = {
-    "lora": "LoraConfig",
-    "qlora": "LoraConfig",
-    "dora": "LoraConfig",
-    "ia3": "IA3Config",
-    "loha": "LoHaConfig",
-    "lokr": "LoKrConfig",
-    "prefix_tuning": "PrefixTuningConfig",
-    "prompt_tuning": "PromptTuningConfig",
-}
 
 
 def templates_dir() -> Path:
@@ -212,7 +190,7 @@ def build_view(plan: Plan) -> View:
     ]
     imports = []
     if plan.is_peft:
-        peft_names = {PEFT_CONFIG_CLASSES[plan.method], "get_peft_model"}
+        peft_names = {METHODS[plan.method].peft_config_class, "get_peft_model"}
         if plan.quantization:
             peft_names.add("prepare_model_for_kbit_training")
             transformers_names.append("BitsAndBytesConfig")
@@ -229,7 +207,7 @@ def build_view(plan: Plan) -> View:
         + ("packed into full blocks" if plan.packing else "one text per sequence"),
     }[plan.task_type]
     features = [
-        f"loads {plan.base_model} with {METHOD_TITLES[plan.method]}",
+        f"loads {plan.base_model} with {METHODS[plan.method].title}",
         f"reads {plan.dataset.path} ({plan.dataset.format}); "
         f"{plan.dataset.train_split:g} for training, {plan.dataset.eval_split:g} held out for evaluation",
         f"computes the loss on {loss_on}",
@@ -238,11 +216,11 @@ def build_view(plan: Plan) -> View:
         f"saves a checkpoint every {plan.eval_steps} step(s) (the newest {plan.save_total_limit} kept)"
         ", then the result, the tokenizer and the metrics",
     ]
-    method_kind = "peft" if plan.is_peft else "full"
+    method_kind = METHODS[plan.method].partial
     view = View(
         task_kind=task_kind,
         method_kind=method_kind,
-        method_title=METHOD_TITLES[plan.method],
+        method_title=METHODS[plan.method].title,
         artifact="adapter" if plan.is_peft else "model",
         auto_model_class=auto_model,
         imports=imports,
@@ -250,7 +228,7 @@ def build_view(plan: Plan) -> View:
         training_args=training_arguments(plan),
     )
     if plan.is_peft:
-        view.peft_config_class = PEFT_CONFIG_CLASSES[plan.method]
+        view.peft_config_class = METHODS[plan.method].peft_config_class
         view.peft_kwargs = peft_arguments(plan)
         if view.peft_config_class != "LoraConfig":
             view.new_token_training = "modules_to_save"

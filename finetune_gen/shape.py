@@ -7,9 +7,8 @@ with it, so the two cannot drift apart (they once did: the plan's label count wa
 from __future__ import annotations
 
 from .estimate import TrainingShape
+from .methods import PROMPT_METHODS
 from .plan import LoraPlan, Plan
-
-PROMPT_METHODS = ("prefix_tuning", "prompt_tuning")
 
 
 def lora_targets(lora: LoraPlan | None) -> tuple[str, ...] | str | None:

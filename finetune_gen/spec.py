@@ -28,6 +28,7 @@ from pydantic import (
 )
 
 from .errors import SpecError, short_repr
+from .methods import METHOD_NAMES
 from .optimizers import LR_SCHEDULERS, OPTIMIZERS
 from .safe_io import read_text_file
 
@@ -46,18 +47,7 @@ class DatasetFormat(str, Enum):
     custom = "custom"
 
 
-Method = Literal[
-    "full",
-    "lora",
-    "qlora",
-    "dora",
-    "prefix_tuning",
-    "prompt_tuning",
-    "ia3",
-    "loha",
-    "lokr",
-    "freeze",
-]
+Method = Literal[METHOD_NAMES]  # type: ignore[valid-type]  # the registry's keys
 METHODS: tuple[str, ...] = get_args(Method)
 Distributed = Literal["auto", "none", "ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3"]
 CpuOffload = Literal["none", "optimizer", "all"]

@@ -1,0 +1,60 @@
+"""The fine-tuning methods: one entry each, holding the facts every layer reads.
+
+The spec's `training_config.method` values are this table's keys; the estimator reads an
+entry's traits (does it train adapters, low-rank ones, virtual tokens; how many bits the base
+is stored in), the renderer its title, peft config class and template partial. Adding a method
+that reuses an adapter kind is one entry here plus its peft keywords in render.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class MethodEntry:
+    name: str
+    title: str
+    # full: every weight; freeze: the top layers; low_rank: LoRA-style A/B adapters with r,
+    # alpha and targets; scaling: IA3 vectors; prompt: virtual tokens.
+    kind: str
+    peft_config_class: str = ""
+    base_bits: int = 16  # how the frozen base is stored during training
+    partial: str = "peft"  # templates/train/method_<partial>.py.jinja
+
+    @property
+    def is_peft(self) -> bool:
+        return self.kind not in ("full", "freeze")
+
+    @property
+    def is_low_rank(self) -> bool:
+        return self.kind == "low_rank"
+
+    @property
+    def trains_virtual_tokens(self) -> bool:
+        return self.kind == "prompt"
+
+
+METHODS: dict[str, MethodEntry] = {
+    m.name: m
+    for m in (
+        MethodEntry("full", "full fine-tuning", "full", partial="full"),
+        MethodEntry("lora", "LoRA", "low_rank", "LoraConfig"),
+        MethodEntry("qlora", "QLoRA (4-bit NF4 base + LoRA)", "low_rank", "LoraConfig", base_bits=4),
+        MethodEntry("dora", "DoRA (weight-decomposed LoRA)", "low_rank", "LoraConfig"),
+        MethodEntry("prefix_tuning", "prefix tuning", "prompt", "PrefixTuningConfig"),
+        MethodEntry("prompt_tuning", "prompt tuning", "prompt", "PromptTuningConfig"),
+        MethodEntry("ia3", "IA3", "scaling", "IA3Config"),
+        MethodEntry("loha", "LoHa", "low_rank", "LoHaConfig"),
+        MethodEntry("lokr", "LoKr", "low_rank", "LoKrConfig"),
+        MethodEntry("freeze", "partial fine-tuning (top layers only)", "freeze", partial="full"),
+    )
+}
+METHOD_NAMES: tuple[str, ...] = tuple(METHODS)
+PEFT_METHODS: tuple[str, ...] = tuple(n for n, m in METHODS.items() if m.is_peft)
+LOW_RANK_METHODS: tuple[str, ...] = tuple(n for n, m in METHODS.items() if m.is_low_rank)
+PROMPT_METHODS: tuple[str, ...] = tuple(n for n, m in METHODS.items() if m.trains_virtual_tokens)
+
+
+def method(name: str) -> MethodEntry:
+    return METHODS[name]
