@@ -58,6 +58,8 @@ METHODS: tuple[str, ...] = get_args(Method)
 Distributed = Literal["auto", "none", "ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3"]
 CpuOffload = Literal["none", "optimizer", "all"]
 Precision = Literal["bf16", "fp16", "fp32"]
+# Experiment trackers the Trainer reports to (TrainingArguments.report_to names).
+Tracker = Literal["none", "tensorboard", "wandb", "mlflow", "trackio"]
 COLUMN_ROLES = ("prompt", "response", "text", "label", "messages", "system", "input")
 
 
@@ -172,6 +174,13 @@ class TrainingConfig(_Strict):
     max_grad_norm: float | None = Field(None, gt=0)
     seed: int = 42
     save_total_limit: int | None = Field(None, gt=0)
+    report_to: list[Tracker] | Tracker | None = Field(
+        None,
+        description="Experiment trackers: tensorboard (the default), wandb, mlflow, trackio, or none.",
+    )
+    wandb_project: str | None = Field(
+        None, description="A Weights & Biases project: adds wandb to report_to (offline without a key)."
+    )
 
 
 class HardwareSpec(_Strict):
