@@ -331,6 +331,7 @@ def render_files(plan: Plan, resources: Resources, evaluation: dict[str, Any]) -
     ]
     names += distributed_files(plan)
     names += after_training_files(plan)  # merge.py, serve.sh, slurm.sbatch where they apply
+    context["files"] = names
     files: dict[str, str] = {}
     for name in names:
         text = env.get_template(template_name(name)).render(**context)
