@@ -555,9 +555,6 @@ def module_names(model, modules):
     return [names[id(module)] for module in modules]
 
 
-# ---------------------------------------------------------------- training
-
-
 # ---------------------------------------------------------------- observability
 
 PROCESS_START = time.time()
@@ -813,6 +810,9 @@ def plot_loss_curve(history, path):
     figure.savefig(path, dpi=100)
     plt.close(figure)
     print(f"Loss curve: {path}")
+
+
+# ---------------------------------------------------------------- training
 
 
 class MemoryLogger(TrainerCallback):

@@ -534,9 +534,6 @@ def setup_model(tokenizer, precision):
     return model
 
 
-# ---------------------------------------------------------------- training
-
-
 # ---------------------------------------------------------------- observability
 
 PROCESS_START = time.time()
@@ -792,6 +789,9 @@ def plot_loss_curve(history, path):
     figure.savefig(path, dpi=100)
     plt.close(figure)
     print(f"Loss curve: {path}")
+
+
+# ---------------------------------------------------------------- training
 
 
 class MemoryLogger(TrainerCallback):
