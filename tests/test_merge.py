@@ -86,3 +86,22 @@ def test_merge_script_only_where_peft_can_merge(tmp_path, tiny_models, method, h
     assert (run / "merge.py").exists() == has_merge
     readme = (run / "README.md").read_text()
     assert ("python merge.py" in readme) == has_merge
+
+
+@pytest.mark.slow
+def test_merged_chat_model_stops_at_the_end_of_turn_token(tmp_path, tiny_models):
+    """A base without a chat template gets ChatML markers in training; the merged model keeps
+    their trained rows and its generation config stops at <|im_end|> as well as EOS."""
+    from transformers import AutoTokenizer
+
+    model = tiny_models("llama")
+    data = tiny.write_chat(tmp_path / "chat.jsonl", "chatml", rows=40)
+    spec = write_spec(tmp_path, model, data, method="lora", task_type="chat", format="chatml")
+    run = generate(spec, tmp_path / "run")
+    trained = run_script(run, "train.py", "--max-steps", "4", "--output-dir", "out", "--report-to", "none")
+    assert trained.returncode == 0, trained.stderr[-4000:]
+    merged = run_script(run, "merge.py", "--adapter-dir", "out", "--output-dir", "merged")
+    assert merged.returncode == 0, merged.stderr[-4000:]
+    tokenizer = AutoTokenizer.from_pretrained(run / "merged")
+    stop = json.loads((run / "merged" / "generation_config.json").read_text())["eos_token_id"]
+    assert set(stop) == {tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>")}
