@@ -87,14 +87,20 @@ def main() -> None:
     help="files: the run folder; json: the output object on stdout; notebook: a Jupyter notebook in -o.",
 )
 @click.option("--strict", is_flag=True, help="Fail (exit 3) instead of changing a value the spec set.")
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Write nothing: exit 0 when -o DIR holds what SPEC generates now, 1 with a unified diff when not.",
+)
 @handle_errors
-def generate(spec: Path, out_dir: str | None, force: bool, fmt: str, strict: bool) -> None:
+def generate(spec: Path, out_dir: str | None, force: bool, fmt: str, strict: bool, check: bool) -> None:
     """Write the run folder for SPEC: train.py, configs, launch.sh, eval.py, estimates.
 
     \b
     Examples:
       finetune-gen generate examples/llama-lora-alpaca.yaml -o run/
       finetune-gen generate spec.yaml --format json | jq .estimated_resources
+      finetune-gen generate spec.yaml -o run/ --check   # CI: is the committed run/ up to date?
     """
     from .errors import SpecError
     from .generate import generate as build
@@ -106,6 +112,8 @@ def generate(spec: Path, out_dir: str | None, force: bool, fmt: str, strict: boo
         raise SpecError("-o: the run folder's path is empty")
     if fmt != "json" and out_dir is None:
         raise SpecError("generate: -o DIR is required (or use --format json)")
+    if check and (fmt == "json" or out_dir is None):
+        raise SpecError("generate --check: compares with a folder; give -o DIR (files or notebook format)")
     result = build(spec, out_dir=out_dir, strict=strict)
     if fmt == "json":
         click.echo(json.dumps(result.output_object(), indent=2, sort_keys=True))
@@ -117,6 +125,8 @@ def generate(spec: Path, out_dir: str | None, force: bool, fmt: str, strict: boo
 
         files = {"finetune.ipynb": notebook_file(result)}
     assert out_dir is not None
+    if check:
+        check_folder(files, Path(out_dir))
     report = write_run_folder(files, out_dir, force=force)
     click.echo(summary_text(result.plan, result.resources))
     shown = one_line(out_dir)  # a terminal shows the name, never runs escape sequences in it
@@ -129,6 +139,36 @@ def generate(spec: Path, out_dir: str | None, force: bool, fmt: str, strict: boo
             + ", ".join(report.kept_edited)
         )
     click.echo(f"Next: cd {shell_word(out_dir)} && bash launch.sh --probe   # check the estimate on your GPU")
+
+
+def check_folder(files: dict[str, str], out_dir: Path) -> None:
+    """`generate --check`: exit 0 when up to date, 1 with the unified diff when not."""
+    from .check import compare_folder
+
+    result = compare_folder(files, out_dir)
+    if result.clean:
+        click.echo(f"{out_dir}/: up to date ({len(files)} generated files)")
+        sys.exit(0)
+    click.echo(result.diff, nl=False)
+    click.echo(f"{out_dir}/ differs from what the spec generates now: {result.summary()}", err=True)
+    click.echo(f"Regenerate with: finetune-gen generate SPEC -o {out_dir} --force", err=True)
+    sys.exit(1)
+
+
+@main.command()
+@click.argument("old_spec", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("new_spec", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--strict", is_flag=True, help="Fail (exit 3) instead of changing a value the spec set.")
+@handle_errors
+def diff(old_spec: Path, new_spec: Path, strict: bool) -> None:
+    """Show how the plan, the estimate and the run folder change from OLD_SPEC to NEW_SPEC."""
+    from .check import spec_diff
+    from .generate import generate as build
+
+    old = build(old_spec, strict=strict)
+    new = build(new_spec, strict=strict)
+    click.echo(f"--- {old_spec}\n+++ {new_spec}\n")
+    click.echo(spec_diff(old.output_object(), new.output_object(), old.files, new.files), nl=False)
 
 
 @main.command()

@@ -177,6 +177,9 @@ class Plan(_Frozen):
     decisions: list[Decision]
     fallbacks_applied: list[Fallback]
     warnings: list[str]
+    # Experiment trackers (TrainingArguments.report_to) and the W&B project ("" when none).
+    report_to: list[str] = ["tensorboard"]
+    wandb_project: str = ""
 
     @property
     def world_size(self) -> int:

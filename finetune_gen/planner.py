@@ -632,6 +632,8 @@ class Planner:
             decisions=sorted(decisions.values(), key=lambda d: d.setting),
             fallbacks_applied=draft.fallbacks,
             warnings=list(self.warnings),
+            report_to=trackers(self.tc.report_to, self.tc.wandb_project),
+            wandb_project=self.tc.wandb_project or "",
         )
 
     def check_combinations(self, ctx: Context, draft: _Draft, data: DatasetPlan) -> None:
@@ -753,3 +755,12 @@ def plan_spec(
 ) -> tuple[Plan, list[Diagnostic]]:
     """Plan a spec: the public entry point."""
     return Planner(spec, spec_name=spec_name, strict=strict).plan()
+
+
+def trackers(report_to: list[str] | str | None, wandb_project: str | None) -> list[str]:
+    """The trackers to report to: TensorBoard unless the spec names others; wandb with a project."""
+    names = [report_to] if isinstance(report_to, str) else list(report_to or ["tensorboard"])
+    if wandb_project and "wandb" not in names:
+        names.append("wandb")
+    names = [name for name in dict.fromkeys(names) if name != "none"] if len(names) > 1 else names
+    return names

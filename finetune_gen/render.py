@@ -18,6 +18,7 @@ from typing import Any
 import jinja2
 
 from . import __version__
+from .after_training import after_training, after_training_files
 from .methods import METHODS
 from .optimizers import needs_bitsandbytes
 from .params import ia3_modules
@@ -110,6 +111,8 @@ def training_arguments(plan: Plan) -> dict[str, Any]:
         "metric_for_best_model": "eval_loss",
         "seed": plan.seed,
         "run_name": plan.run_name,  # the name trackers (wandb, tensorboard) show
+        # Count real (non-padding) tokens, for the tokens/s that train.py logs.
+        "include_num_input_tokens_seen": "non_padding",
     }
     if plan.world_size > 1:
         # Frozen base weights never get gradients; DDP must not wait for them.
@@ -314,6 +317,7 @@ def render_files(plan: Plan, resources: Resources, evaluation: dict[str, Any]) -
         "resources": resources,
         "evaluation": evaluation,
         "header": header,
+        "after": after_training(plan, resources),
     }
     names = [
         "train.py",
@@ -327,6 +331,8 @@ def render_files(plan: Plan, resources: Resources, evaluation: dict[str, Any]) -
         "resources.md",
     ]
     names += distributed_files(plan)
+    names += after_training_files(plan)  # merge.py, serve.sh, slurm.sbatch where they apply
+    context["files"] = names
     files: dict[str, str] = {}
     for name in names:
         text = env.get_template(template_name(name)).render(**context)

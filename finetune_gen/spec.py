@@ -54,6 +54,8 @@ CpuOffload = Literal["none", "optimizer", "all"]
 Precision = Literal["bf16", "fp16", "fp32"]
 OnNan = Literal["stop", "rollback"]
 OomGuard = Literal["off", "first_steps", "any_step"]
+# Experiment trackers the Trainer reports to (TrainingArguments.report_to names).
+Tracker = Literal["none", "tensorboard", "wandb", "mlflow", "trackio"]
 COLUMN_ROLES = ("prompt", "response", "text", "label", "messages", "system", "input")
 
 
@@ -242,6 +244,13 @@ class TrainingConfig(_Strict):
         None,
         description="CUDA out of memory: retry with half the micro-batch (same effective "
         "batch), then gradient checkpointing; in the first steps, at any step, or off.",
+    )
+    report_to: list[Tracker] | Tracker | None = Field(
+        None,
+        description="Experiment trackers: tensorboard (the default), wandb, mlflow, trackio, or none.",
+    )
+    wandb_project: str | None = Field(
+        None, description="A Weights & Biases project: adds wandb to report_to (offline without a key)."
     )
 
     @field_validator("optimizer")

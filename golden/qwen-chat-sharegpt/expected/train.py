@@ -23,12 +23,14 @@ import argparse
 import collections
 import dataclasses
 import gc
+import importlib.util
 import json
 import math
 import os
 import statistics
 import tempfile
 import textwrap
+import time
 import zipfile
 from pathlib import Path
 
@@ -87,7 +89,11 @@ TRAINING_ARGS = {
     "metric_for_best_model": "eval_loss",
     "seed": 42,
     "run_name": "Qwen2.5-0.5B-Instruct-full",
+    "include_num_input_tokens_seen": "non_padding",
 }
+# Experiment trackers (TrainingArguments.report_to names) and the W&B project ("" for none).
+REPORT_TO = ["tensorboard"]
+WANDB_PROJECT = ""
 
 
 HERE = Path(__file__).resolve().parent
@@ -133,8 +139,8 @@ def parse_args():
     )
     parser.add_argument(
         "--report-to",
-        default="none",
-        help="none, tensorboard, wandb, ... (passed to the Trainer)",
+        default=",".join(REPORT_TO),
+        help=f"trackers, comma-separated: none, tensorboard, wandb, mlflow, trackio (default: {','.join(REPORT_TO)})",
     )
     # Launchers such as `deepspeed` pass the local rank as an argument.
     parser.add_argument(
@@ -1315,17 +1321,264 @@ def train_with_guards(precision, tokenizer, train_set, eval_set, overrides, chec
         shape = new_shape
 
 
-# ---------------------------------------------------------------- training
+# ---------------------------------------------------------------- observability
+
+PROCESS_START = time.time()
+# Python packages of the trackers the Trainer can report to.
+TRACKER_PACKAGES = {
+    "tensorboard": "tensorboard",
+    "wandb": "wandb",
+    "mlflow": "mlflow",
+    "trackio": "trackio",
+}
 
 
-class MemoryLogger(TrainerCallback):
-    """Adds peak GPU memory to the logs, to compare with the estimate in resources.md."""
+def setup_reporting(report_to, output_dir):
+    """TrainingArguments for the trackers: those installed; W&B offline when it has no key."""
+    names = [
+        name.strip()
+        for name in report_to.split(",")
+        if name.strip() and name.strip() != "none"
+    ]
+    reporters = []
+    for name in names:
+        package = TRACKER_PACKAGES.get(name, name)
+        if importlib.util.find_spec(package) is None:
+            print(
+                f"{name} is not installed (pip install {package}): not reporting to it"
+            )
+            continue
+        reporters.append(name)
+    if "tensorboard" in reporters:
+        # The Trainer writes its event files to OUTPUT_DIR/runs/<date>_<host>.
+        print(f"TensorBoard: tensorboard --logdir {os.path.join(output_dir, 'runs')}")
+    if "wandb" in reporters:
+        if WANDB_PROJECT:
+            os.environ.setdefault("WANDB_PROJECT", WANDB_PROJECT)
+        if not os.environ.get("WANDB_API_KEY") and not wandb_logged_in():
+            os.environ.setdefault("WANDB_MODE", "offline")
+            print(
+                "W&B: no API key found, logging offline (upload later with `wandb sync wandb/offline-run-*`)"
+            )
+    arguments = {"report_to": reporters or "none"}
+    if WANDB_PROJECT or "trackio" in reporters:
+        arguments["project"] = WANDB_PROJECT or TRAINING_ARGS["run_name"]
+    return arguments
+
+
+def wandb_logged_in():
+    """Whether `wandb login` stored a key (in ~/.netrc)."""
+    netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
+    return netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore")
+
+
+def gpu_utilization_reader():
+    """A function giving this process's GPU utilization in percent; None without pynvml."""
+    if not torch.cuda.is_available():
+        return None
+    try:
+        import pynvml
+    except ImportError:
+        return None
+    try:
+        pynvml.nvmlInit()
+        index = torch.cuda.current_device()
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+        ids = [part.strip() for part in visible.split(",") if part.strip()]
+        if ids and all(part.isdigit() for part in ids):
+            index = int(ids[index])  # NVML numbers the physical GPUs
+        handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+    except (pynvml.NVMLError, IndexError, ValueError):
+        return None  # no NVML driver, or GPUs named by UUID: no utilization
+    return lambda: pynvml.nvmlDeviceGetUtilizationRates(handle).gpu
+
+
+class RunMonitor(TrainerCallback):
+    """Adds to each log what the Trainer does not measure, before the trackers record it.
+
+    Throughput counts real tokens (padding excluded: the Trainer's non-padding token count),
+    GPU memory is PyTorch's allocated / reserved / peak, utilization comes from NVML.
+    """
+
+    def __init__(self, samples_per_step):
+        self.samples_per_step = samples_per_step
+        self.train_start = None
+        self.last = None  # (time, step, tokens) at the previous training log
+        self.utilization = gpu_utilization_reader()
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.train_start = time.time()
+        self.last = (self.train_start, state.global_step, state.num_input_tokens_seen)
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs is not None and torch.cuda.is_available():
-            logs["gpu_peak_memory_gb"] = round(
-                torch.cuda.max_memory_allocated() / 1e9, 2
+        if logs is None:
+            return
+        logs["global_step"] = state.global_step
+        if "eval_loss" in logs:
+            logs["eval_perplexity"] = math.exp(min(logs["eval_loss"], 50))
+        # A training log (the final summary has train_loss, not loss).
+        if "loss" in logs and self.last is not None:
+            now = time.time()
+            then, step, tokens = self.last
+            if now > then and state.global_step > step:
+                logs["samples_per_second"] = round(
+                    (state.global_step - step) * self.samples_per_step / (now - then), 3
+                )
+                logs["tokens_per_second"] = round(
+                    (state.num_input_tokens_seen - tokens) / (now - then), 1
+                )
+            self.last = (now, state.global_step, state.num_input_tokens_seen)
+        if torch.cuda.is_available():
+            logs["gpu_memory_allocated_gb"] = round(
+                torch.cuda.memory_allocated() / 1e9, 3
             )
+            logs["gpu_memory_reserved_gb"] = round(
+                torch.cuda.memory_reserved() / 1e9, 3
+            )
+            logs["gpu_peak_memory_gb"] = round(
+                torch.cuda.max_memory_allocated() / 1e9, 3
+            )
+            if self.utilization is not None:
+                logs["gpu_utilization_percent"] = self.utilization()
+
+
+def watch(trainer):
+    """Attach the RunMonitor ahead of the trackers, so they record what it adds to each log."""
+    args = trainer.args
+    monitor = RunMonitor(
+        args.per_device_train_batch_size
+        * args.gradient_accumulation_steps
+        * args.world_size
+    )
+    trainer.callback_handler.callbacks.insert(0, monitor)
+    return monitor
+
+
+def last_logged(history, key):
+    return next((entry[key] for entry in reversed(history) if key in entry), None)
+
+
+def estimate_from_resources():
+    """The generator's estimate for this run (resources.json beside this script)."""
+    path = HERE / "resources.json"
+    if not path.exists():
+        return {}
+    estimate = json.loads(path.read_text(encoding="utf-8"))
+    return {
+        key: estimate.get(key)
+        for key in ("gpu_memory_gb", "tokens_per_second", "training_hours")
+    }
+
+
+def write_run_summary(trainer, monitor, output_dir):
+    """run_summary.json (the measurement beside the estimate), a summary line, the loss curve."""
+    state, history = trainer.state, trainer.state.log_history
+    train_seconds = time.time() - monitor.train_start if monitor.train_start else None
+    peak = (
+        round(torch.cuda.max_memory_allocated() / 1e9, 2)
+        if torch.cuda.is_available()
+        else None
+    )
+    tokens_per_second = (
+        state.num_input_tokens_seen / train_seconds if train_seconds else None
+    )
+    best = state.best_model_checkpoint if trainer.args.load_best_model_at_end else None
+    estimate = estimate_from_resources()
+    summary = {
+        "wall_time_s": round(time.time() - PROCESS_START, 1),
+        "train_time_s": round(train_seconds, 1) if train_seconds else None,
+        "steps": state.global_step,
+        "epochs": round(state.epoch or 0.0, 3),
+        "tokens_seen": state.num_input_tokens_seen,
+        "tokens_per_second": round(tokens_per_second, 1) if tokens_per_second else None,
+        "samples_per_second": last_logged(history, "train_samples_per_second"),
+        "peak_gpu_memory_gb": peak,
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+        "world_size": trainer.args.world_size,
+        "final_train_loss": last_logged(history, "loss"),
+        "mean_train_loss": last_logged(history, "train_loss"),
+        "final_eval_loss": last_logged(history, "eval_loss"),
+        "final_eval_perplexity": (
+            math.exp(min(last_logged(history, "eval_loss"), 50))
+            if last_logged(history, "eval_loss") is not None
+            else None
+        ),
+        "final_model": (
+            f"the best checkpoint by eval_loss ({best})"
+            if best
+            else "the last step trained"
+        ),
+        "estimate": estimate,
+        "measured_vs_estimate": {
+            "gpu_memory_gb": {
+                "measured": peak,
+                "estimated": estimate.get("gpu_memory_gb"),
+            },
+            "tokens_per_second": {
+                "measured": round(tokens_per_second, 1) if tokens_per_second else None,
+                "estimated": estimate.get("tokens_per_second"),
+            },
+            "training_hours": {
+                "measured": round(train_seconds / 3600, 4) if train_seconds else None,
+                "estimated": estimate.get("training_hours"),
+            },
+        },
+    }
+    path = Path(output_dir) / "run_summary.json"
+    path.write_text(
+        json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8"
+    )
+    memory = (
+        f"peak GPU memory {peak} GB (estimate {estimate.get('gpu_memory_gb')} GB)"
+        if peak
+        else "on the CPU"
+    )
+    print(
+        f"Run summary: {summary['steps']} steps in {summary['train_time_s']} s, "
+        f"{summary['tokens_per_second']} tokens/s, {memory}, train loss {rounded(summary['final_train_loss'])}, "
+        f"eval loss {rounded(summary['final_eval_loss'])} -> {path}"
+    )
+    plot_loss_curve(history, Path(output_dir) / "loss_curve.png")
+
+
+def rounded(value):
+    return round(value, 4) if isinstance(value, float) else value
+
+
+def plot_loss_curve(history, path):
+    """Training and evaluation loss against the step, as a PNG (skipped without matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # no display needed
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed (pip install matplotlib): no loss curve")
+        return
+    train = [(entry["step"], entry["loss"]) for entry in history if "loss" in entry]
+    evaluation = [
+        (entry["step"], entry["eval_loss"]) for entry in history if "eval_loss" in entry
+    ]
+    figure, axes = plt.subplots(figsize=(8, 4.5))
+    for points, label in ((train, "train loss"), (evaluation, "eval loss")):
+        if points:
+            axes.plot(
+                *zip(*points), marker="." if len(points) < 50 else None, label=label
+            )
+    axes.set_xlabel("step")
+    axes.set_ylabel("loss")
+    axes.set_title(TRAINING_ARGS["run_name"])
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    print(f"Loss curve: {path}")
+
+
+# ---------------------------------------------------------------- training
 
 
 def training_arguments(precision, has_eval, **overrides):
@@ -1347,16 +1600,17 @@ def training_arguments(precision, has_eval, **overrides):
 
 
 def build_trainer(model, tokenizer, train_set, eval_set, args):
-    """The Trainer (with the guards' hooks): planned arguments, our collator, the memory logger."""
-    return GuardedTrainer(
+    """The Trainer (with the guards' hooks): planned arguments, our collator, the run monitor."""
+    trainer = GuardedTrainer(
         model=model,
         args=args,
         data_collator=Collator(tokenizer.pad_token_id),
         train_dataset=train_set,
         eval_dataset=eval_set or None,
         processing_class=tokenizer,
-        callbacks=[MemoryLogger()],
     )
+    trainer.run_monitor = watch(trainer)  # ahead of the trackers: they log what it adds
+    return trainer
 
 
 def train(args):
@@ -1374,7 +1628,10 @@ def train(args):
     if args.check_data:
         return
 
-    overrides = {"output_dir": args.output_dir, "report_to": args.report_to}
+    overrides = {
+        "output_dir": args.output_dir,
+        **setup_reporting(args.report_to, args.output_dir),
+    }
     if args.max_steps is not None:
         overrides["max_steps"] = args.max_steps
     checkpoint = None
@@ -1404,6 +1661,8 @@ def train(args):
         trainer.log_metrics("eval", metrics)
         trainer.save_metrics("eval", metrics)
     trainer.save_state()
+    if trainer.is_world_process_zero():
+        write_run_summary(trainer, trainer.run_monitor, args.output_dir)
     if trainer.is_world_process_zero():
         print(f"Saved the model and tokenizer to {args.output_dir}")
 
