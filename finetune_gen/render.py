@@ -145,7 +145,9 @@ def training_arguments(plan: Plan) -> dict[str, Any]:
         "save_strategy": "steps",
         "save_steps": plan.eval_steps,
         "save_total_limit": plan.save_total_limit,
-        "load_best_model_at_end": True,
+        # The result is the last model trained unless the plan asks for the best checkpoint
+        # (also what early stopping keeps); the metric is set either way for EarlyStopping.
+        "load_best_model_at_end": plan.load_best_model_at_end,
         "metric_for_best_model": "eval_loss",
         "seed": plan.seed,
         "run_name": plan.run_name,  # the name trackers (wandb, tensorboard) show
@@ -227,6 +229,8 @@ def build_view(plan: Plan) -> View:
         "TrainerCallback",
         "TrainingArguments",
     ]
+    if plan.early_stopping_patience:
+        transformers_names.append("EarlyStoppingCallback")
     imports = []
     if plan.is_peft:
         peft_names = {PEFT_CONFIG_CLASSES[plan.method], "get_peft_model"}
@@ -254,7 +258,30 @@ def build_view(plan: Plan) -> View:
         f" x {plan.world_size} GPU(s) = {plan.effective_batch_size} sequences per optimizer step",
         f"saves a checkpoint every {plan.eval_steps} step(s) (the newest {plan.save_total_limit} kept)"
         ", then the result, the tokenizer and the metrics",
+        "the result is "
+        + (
+            "the checkpoint with the lowest eval_loss"
+            if plan.load_best_model_at_end
+            else "the last model trained"
+        )
+        + (
+            f"; early stopping after {plan.early_stopping_patience} evaluations without improvement"
+            if plan.early_stopping_patience
+            else ""
+        ),
     ]
+    if (
+        plan.method in ("full", "freeze")
+        and plan.precision != "fp32"
+        and plan.distributed in ("none", "ddp")
+    ):
+        features.append(
+            "fp32 master weights with "
+            + plan.precision
+            + " autocast"
+            if plan.fp32_master_weights
+            else "pure bf16 weights and optimizer states (a fallback: small updates round away)"
+        )
     method_kind = "peft" if plan.is_peft else "full"
     view = View(
         task_kind=task_kind,

@@ -49,6 +49,14 @@ def shape_for_plan(plan: Plan) -> TrainingShape:
         num_virtual_tokens=plan.num_virtual_tokens or 0,
         target_modules=_targets(plan.lora),
         lora_dropout=plan.lora.dropout if plan.lora else 0.0,
+        # The planner's regime for full fine-tuning (fp32 masters or pure bf16); None elsewhere.
+        full_master_weights_fp32=(
+            plan.fp32_master_weights
+            if plan.method in ("full", "freeze")
+            and plan.distributed in ("none", "ddp")
+            and plan.precision != "fp32"
+            else None
+        ),
     )
 
 

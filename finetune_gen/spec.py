@@ -172,6 +172,15 @@ class TrainingConfig(_Strict):
     max_grad_norm: float | None = Field(None, gt=0)
     seed: int = 42
     save_total_limit: int | None = Field(None, gt=0)
+    load_best_model_at_end: bool | None = Field(
+        None,
+        description="Keep the checkpoint with the lowest eval_loss as the result (default: the last one).",
+    )
+    early_stopping_patience: int | None = Field(
+        None,
+        gt=0,
+        description="Stop after N evaluations without a lower eval_loss (implies load_best_model_at_end).",
+    )
 
 
 class HardwareSpec(_Strict):

@@ -9,6 +9,7 @@ What this script does:
   - computes the loss on the response tokens only (the prompt is masked)
   - micro-batch 4 x 8 accumulation steps x 1 GPU(s) = 32 sequences per optimizer step
   - saves a checkpoint every 439 step(s) (the newest 2 kept), then the result, the tokenizer and the metrics
+  - the result is the last model trained
 
 Usage:
   python train.py                     # the planned run
@@ -101,11 +102,13 @@ TRAINING_ARGS = {
     "save_strategy": "steps",
     "save_steps": 439,
     "save_total_limit": 2,
-    "load_best_model_at_end": True,
+    "load_best_model_at_end": False,
     "metric_for_best_model": "eval_loss",
     "seed": 42,
     "run_name": "Mistral-7B-v0.1-qlora",
 }
+# Stop after this many evaluations without a lower eval_loss; 0: train every planned step.
+EARLY_STOPPING_PATIENCE = 0
 
 
 HERE = Path(__file__).resolve().parent
@@ -562,6 +565,40 @@ class MemoryLogger(TrainerCallback):
             )
 
 
+def token_nll(logits, labels):
+    """Per sequence: [summed negative log-likelihood of the learned tokens, their number].
+
+    The one perplexity of train.py and eval.py: exp(total NLL / number of label tokens), every
+    learned token weighted equally (the Trainer's eval_loss is a mean of per-batch means).
+    Used as the Trainer's preprocess_logits_for_metrics, so only two numbers per sequence
+    are gathered instead of the logits.
+    """
+    if isinstance(logits, (tuple, list)):
+        logits = logits[0]
+    logits = logits[:, -labels.shape[1] :]  # prompt tuning prepends its virtual tokens
+    targets = labels[:, 1:]
+    nll = torch.nn.functional.cross_entropy(
+        logits[:, :-1].float().transpose(1, 2),
+        targets,
+        ignore_index=-100,
+        reduction="none",
+    )
+    learned = targets != -100
+    return torch.stack([(nll * learned).sum(1), learned.sum(1).float()], dim=1)
+
+
+def perplexity_metrics(prediction):
+    """Token-weighted loss and perplexity from token_nll's sums (the Trainer adds "eval_")."""
+    sums = prediction.predictions
+    tokens = float(sums[:, 1].sum())
+    loss = float(sums[:, 0].sum()) / max(1.0, tokens)
+    return {
+        "token_loss": loss,
+        "perplexity": math.exp(min(loss, 50)),
+        "label_tokens": int(tokens),
+    }
+
+
 def training_arguments(precision, has_eval, **overrides):
     """The planned TrainingArguments; `overrides` replace planned values.
 
@@ -589,8 +626,39 @@ def build_trainer(model, tokenizer, train_set, eval_set, args):
         train_dataset=train_set,
         eval_dataset=eval_set or None,
         processing_class=tokenizer,
-        callbacks=[MemoryLogger()],
+        callbacks=[MemoryLogger()] + early_stopping(args),
+        preprocess_logits_for_metrics=token_nll,
+        compute_metrics=perplexity_metrics,
     )
+
+
+def early_stopping(args):
+    """EarlyStoppingCallback when the plan asks for it and there is an evaluation to watch."""
+    return []
+
+
+def describe_result(state, args):
+    """Which model was saved as the result: the last one trained, or the best checkpoint."""
+    best = state.best_model_checkpoint if args.load_best_model_at_end else None
+    summary = {
+        "global_step": state.global_step,
+        "planned_steps": state.max_steps,
+        "stopped_early": state.global_step < state.max_steps,
+        "best_model_checkpoint": state.best_model_checkpoint,
+        "best_eval_loss": state.best_metric,
+        "saved": "best" if best else "last",
+        "saved_checkpoint": (
+            Path(best).name if best else f"checkpoint-{state.global_step}"
+        ),
+    }
+    if best:
+        text = f"the best checkpoint by eval_loss ({Path(best).name}, eval_loss {state.best_metric:.4f})"
+    else:
+        text = f"the last model trained (step {state.global_step})"
+    if summary["stopped_early"]:
+        text += f"; early stopping ended training at step {state.global_step} of {state.max_steps}"
+    summary["description"] = text
+    return summary
 
 
 def train(args):
@@ -635,12 +703,17 @@ def train(args):
     trainer.save_metrics("train", result.metrics)
     if eval_set:
         metrics = trainer.evaluate()
-        metrics["eval_perplexity"] = math.exp(min(metrics["eval_loss"], 50))
         trainer.log_metrics("eval", metrics)
         trainer.save_metrics("eval", metrics)
     trainer.save_state()
     if trainer.is_world_process_zero():
-        print(f"Saved the adapter and tokenizer to {args.output_dir}")
+        summary = describe_result(trainer.state, trainer.args)
+        Path(args.output_dir, "run_summary.json").write_text(
+            json.dumps(summary, indent=2) + "\n"
+        )
+        print(
+            f"Saved the adapter and tokenizer to {args.output_dir}: {summary['description']}"
+        )
 
 
 def main():
