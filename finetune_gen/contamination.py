@@ -31,7 +31,7 @@ FORMAT_FIELDS: dict[str, list[str]] = {
 }
 
 # ---- shared core: rendered verbatim into the generated eval.py (standard library only) ----
-CONTAMINATION_NGRAM = 13
+DEFAULT_NGRAM = 13
 # An n-gram in at least this many training rows is boilerplate (system prompt, template), not
 # evidence that an evaluation example was trained on. Small sets use half their rows instead.
 COMMON_NGRAM_ROWS = 10
@@ -75,7 +75,7 @@ def common_row_limit(train_rows):
     return min(COMMON_NGRAM_ROWS, max(2, (train_rows + 1) // 2))
 
 
-def ngram_overlap(train_texts, eval_texts, n=CONTAMINATION_NGRAM, common_rows=None, threshold=0.0):
+def ngram_overlap(train_texts, eval_texts, n=DEFAULT_NGRAM, common_rows=None, threshold=0.0):
     """Which evaluation rows share n-grams with the training rows, and how much.
 
     train_texts, eval_texts: iterables with one list of texts per row (see content_texts);
@@ -197,7 +197,7 @@ def check_files(
     against: list[Path],
     *,
     data_format: str | None = None,
-    n: int = CONTAMINATION_NGRAM,
+    n: int = DEFAULT_NGRAM,
     common_rows: int | None = None,
     threshold: float = 0.0,
 ) -> dict[str, Any]:

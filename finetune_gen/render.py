@@ -118,6 +118,13 @@ class View:
     perplexity: bool = True
     # Why this plan cannot run with the installed libraries ("" when it can): the generated
     # scripts stop at start-up with this explanation instead of failing mid-way.
+    # eval.py: how it loads the model, its dtype on a GPU, the weights' size, what samples hold,
+    # and the contamination code shared with `finetune-gen check-contamination`.
+    eval_loading: str = ""
+    eval_dtype: str = "bfloat16"
+    eval_weights_gb: float = 0.0
+    samples_description: str = ""
+    contamination_core: str = ""
 
 
 def _task_kind(plan: Plan) -> str:
@@ -309,6 +316,7 @@ def build_view(plan: Plan) -> View:
     if plan.task_type == "classification":
         view.auto_peft_class = "AutoPeftModelForSequenceClassification"
         view.perplexity = False
+    _eval_view(plan, view)
     if plan.quantization:
         view.bnb_kwargs = {
             "load_in_4bit": True,
@@ -318,6 +326,34 @@ def build_view(plan: Plan) -> View:
             "bnb_4bit_quant_storage": plan.quantization.storage_dtype,
         }
     return view
+
+
+def _eval_view(plan: Plan, view: View) -> None:
+    from .contamination import core_source
+
+    dtype = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}[plan.precision]
+    if plan.quantization:
+        dtype = plan.quantization.compute_dtype
+    bytes_per_param = 0.56 if plan.quantization else (4 if dtype == "float32" else 2)
+    view.eval_dtype = dtype
+    view.eval_weights_gb = round(plan.total_params * bytes_per_param / 1e9, 1)
+    base = (
+        f"the adapter over {plan.base_model}"
+        + (" loaded in 4-bit NF4 (the QLoRA base it was trained on)" if plan.quantization else "")
+        if plan.is_peft
+        else "the saved full model"
+    )
+    view.eval_loading = (
+        f"{base}, in {dtype} on a GPU (fp32 on the CPU), with a device map over the GPUs when the "
+        f"~{view.eval_weights_gb:g} GB of weights do not fit one"
+    )
+    view.samples_description = (
+        "the first texts with their true and predicted class"
+        if plan.task_type == "classification"
+        else "the first prompts with the reference, the base model's and the fine-tuned model's "
+        "generations side by side"
+    )
+    view.contamination_core = core_source()
 
 
 def format_python(source: str, name: str) -> str:
