@@ -330,13 +330,13 @@ def build_view(plan: Plan) -> View:
 
 def _eval_view(plan: Plan, view: View) -> None:
     from .contamination import core_source
+    from .evaluation import eval_weights_gb
 
     dtype = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}[plan.precision]
     if plan.quantization:
         dtype = plan.quantization.compute_dtype
-    bytes_per_param = 0.56 if plan.quantization else (4 if dtype == "float32" else 2)
     view.eval_dtype = dtype
-    view.eval_weights_gb = round(plan.total_params * bytes_per_param / 1e9, 1)
+    view.eval_weights_gb = eval_weights_gb(plan)
     base = (
         f"the adapter over {plan.base_model}"
         + (" loaded in 4-bit NF4 (the QLoRA base it was trained on)" if plan.quantization else "")
