@@ -361,7 +361,7 @@ def stop_token_ids(tokenizer, model_dir, references=()):
     for folder in (model_dir, recipe.local_or_hub(recipe.BASE_MODEL)):
         try:
             eos = GenerationConfig.from_pretrained(folder).eos_token_id
-        except OSError:
+        except (OSError, ValueError):  # no generation_config.json there (or not cached)
             continue
         ids |= set(eos if isinstance(eos, list) else [eos]) - {None}
     special = set(tokenizer.all_special_ids) - {
