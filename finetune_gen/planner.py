@@ -746,11 +746,15 @@ class Planner:
         tc = self.tc
         has_eval = data.eval_split > 0
         patience = tc.early_stopping_patience or 0
-        if patience and not has_eval:
-            raise SpecError(
-                "training_config.early_stopping_patience needs an eval split",
-                problems=["dataset.eval_split: set it above 0, or drop early_stopping_patience"],
-            )
+        for setting, asked in (
+            ("early_stopping_patience", patience),
+            ("load_best_model_at_end", tc.load_best_model_at_end),
+        ):
+            if asked and not has_eval:
+                raise SpecError(
+                    f"training_config.{setting} needs an eval split",
+                    problems=[f"dataset.eval_split: set it above 0, or drop {setting}"],
+                )
         decisions["early_stopping_patience"] = Decision(
             setting="early_stopping_patience",
             value=patience,
@@ -764,7 +768,7 @@ class Planner:
             source="spec" if patience else "planner",
         )
         if tc.load_best_model_at_end is not None:
-            best, source = bool(tc.load_best_model_at_end and has_eval), "spec"
+            best, source = tc.load_best_model_at_end, "spec"
             why = (
                 "set in the spec: the result is the checkpoint with the lowest eval_loss"
                 if best

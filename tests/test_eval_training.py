@@ -60,6 +60,10 @@ def test_early_stopping_is_opt_in_and_keeps_the_best_checkpoint():
     assert plan.load_best_model_at_end is False and plan.early_stopping_patience == 3
     with pytest.raises(SpecError, match="early_stopping_patience needs an eval split"):
         plan_spec(spec_of(method="lora", early_stopping_patience=3, split=0.0))
+    with pytest.raises(SpecError, match="load_best_model_at_end needs an eval split"):
+        plan_spec(spec_of(method="lora", load_best_model_at_end=True, split=0.0))
+    plan, _ = plan_spec(spec_of(method="lora", load_best_model_at_end=True))
+    assert plan.load_best_model_at_end is True and plan.early_stopping_patience == 0
 
 
 def test_rendered_trainer_settings_follow_the_plan(tmp_path):
@@ -232,7 +236,7 @@ def test_fp32_master_weights_change_nearly_every_weight(tmp_path, tiny_models):
     assert changed_fraction(tmp_path / "bf16", tiny_models, False) < 0.6
 
 
-def test_cli_plan_shows_the_result_choice(tmp_path):
+def test_zero_patience_is_refused_naming_the_field(tmp_path):
     data = write_jsonl(tmp_path / "data.jsonl", toy_rows("alpaca", copies=3))
     spec = tmp_path / "spec.json"
     spec.write_text(
