@@ -252,3 +252,20 @@ def test_zero_patience_is_refused_naming_the_field(tmp_path):
     )
     result = run_cli("plan", spec)
     assert result.returncode == 2 and "early_stopping_patience" in result.stderr
+
+
+def test_evaluation_plan_commands_per_model_kind():
+    from finetune_gen.evaluation import evaluation_plan
+
+    chat, _ = plan_spec(spec_of(method="lora"))
+    commands = evaluation_plan(chat)["lm_eval"]
+    assert "--apply_chat_template" in commands["fine_tuned"] and "peft=outputs" in commands["fine_tuned"]
+    assert "--confirm_run_unsafe_code" not in commands["base"]
+    code = evaluation_plan(chat.model_copy(update={"base_model": "bigcode/starcoder2-7b"}))
+    assert {"humaneval", "mbpp"} <= set(code["benchmarks"])
+    assert all("--confirm_run_unsafe_code" in command for command in code["lm_eval"].values())
+    human = code["human_evaluation"]
+    assert human["sample_size"] >= 100 and "Wilson" in human["confidence_interval"]
+    assert "check-contamination" in code["contamination_check"]["command"]
+    classification = evaluation_plan(chat.model_copy(update={"task_type": "classification"}))
+    assert classification["benchmarks"] == [] and "confusion_matrix" in classification["metrics"]
