@@ -8,6 +8,7 @@ computed here from the plan and the estimate, so the templates only present them
 from __future__ import annotations
 
 import json
+import re
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -132,5 +133,6 @@ def after_training(plan: Plan, resources: Resources) -> AfterTraining:
         serving_weights_gb=round(plan.total_params * weights_bytes / 1e9, 1),
         gguf_q4_gb=round(plan.total_params * GGUF_Q4_K_M_BYTES_PER_PARAM / 1e9, 1),
         slurm_time=slurm_time_limit(resources.time.hours),
-        slurm_job_name=plan.run_name,
+        # sbatch reads `#SBATCH --job-name=...` up to the first space: a plain name only.
+        slurm_job_name=re.sub(r"[^A-Za-z0-9._-]", "_", plan.run_name)[:64] or "finetune",
     )

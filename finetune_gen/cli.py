@@ -279,5 +279,33 @@ def check_data(spec: Path) -> None:
     click.echo("format: ok")
 
 
+@main.command("check-contamination")
+@click.argument("train", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--against", "against", multiple=True, required=True, type=click.Path(dir_okay=False, path_type=Path), help="An evaluation or benchmark file (repeat for several).")
+@click.option("--format", "data_format", type=click.Choice(["alpaca", "sharegpt", "chatml", "custom"]), default=None, help="Read only this format's content fields (default: every string value).")
+@click.option("--n", "ngram", type=int, default=13, show_default=True, help="N-gram length in words.")
+@click.option("--common-rows", type=int, default=None, help="Ignore n-grams in at least K training rows (default: 10, or half the rows of a small set).")
+@click.option("--threshold", type=float, default=0.0, show_default=True, help="Flag a row when more than this share of its n-grams is in training.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--fail", is_flag=True, help="Exit 1 when any row is flagged (for CI).")
+@handle_errors
+def check_contamination(
+    train: Path, against: tuple[Path, ...], data_format: str | None, ngram: int,
+    common_rows: int | None, threshold: float, as_json: bool, fail: bool,
+) -> None:
+    """N-gram overlap of TRAIN's text (values, not keys) with each --against file.
+
+    \b
+    JSONL, JSON, CSV or parquet, any dataset format. Example:
+      finetune-gen check-contamination data/train.jsonl --against data/test.jsonl --against mmlu.parquet
+    """
+    from .contamination import check_files, report_text
+
+    report = check_files(train, list(against), data_format=data_format, n=ngram, common_rows=common_rows, threshold=threshold)
+    click.echo(json.dumps(report, indent=2, sort_keys=True) if as_json else report_text(report))
+    if fail and any(result["flagged"] for result in report["against"].values()):
+        sys.exit(1)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -23,6 +23,11 @@ DEFAULT_SEQ_LEN = {"classification": 512}
 DEFAULT_SEQ_LEN_OTHER = 2048
 DEFAULT_NUM_EXAMPLES = 10_000
 DEFAULT_TOKENS_PER_EXAMPLE = 350
+LORA_TARGETS_WHY = (
+    "every linear layer of the blocks: adapters on all of them are what matches 16-bit full "
+    "fine-tuning, attention-only adapters fall short (Dettmers et al. 2023, QLoRA, section 4); "
+    "the same rule for LoRA and QLoRA"
+)
 
 
 @dataclass
@@ -36,6 +41,8 @@ class _Draft:
     optimizer: str
     distributed: str
     cpu_offload: str
+    # Full fine-tuning: fp32 master weights under bf16/fp16 autocast; False is pure bf16.
+    fp32_master_weights: bool = True
     decisions: dict[str, Decision] = field(default_factory=dict)
     fallbacks: list[Fallback] = field(default_factory=list)
 
@@ -168,7 +175,10 @@ class Context:
             epochs = put("epochs", tc.epochs, "set in the spec", "spec")
         elif n < 1_000:
             epochs = put(
-                "epochs", 5, f"{n} rows is small: more passes, early stopping guards overfitting"
+                "epochs",
+                5,
+                f"{n} rows is small: more passes; watch eval_loss for overfitting "
+                "(training_config.early_stopping_patience stops it)",
             )
         elif n <= 100_000:
             epochs = put(
@@ -285,14 +295,9 @@ class Context:
         if spec_lora and spec_lora.target_modules is not None:
             targets = resolve_target_modules(planner.arch, spec_lora.target_modules)
             t_why = "set in the spec"
-        elif method == "qlora":
-            targets, t_why = (
-                "all-linear",
-                "QLoRA adapts every linear layer to match 16-bit quality (QLoRA paper)",
-            )
         else:
-            targets = resolve_target_modules(planner.arch, "recommended")
-            t_why = "the attention projections (the seed's recommended set)"
+            # One rule for every LoRA-family method, so full > LoRA > QLoRA holds in quality.
+            targets, t_why = "all-linear", LORA_TARGETS_WHY
         if dropout and adapts_fused_experts(planner.arch, method, targets):
             dropout = 0.0  # peft cannot apply dropout to fused MoE expert tensors (Mixtral in transformers 5)
             self.decisions["lora.dropout"] = Decision(

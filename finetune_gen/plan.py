@@ -167,6 +167,13 @@ class Plan(_Frozen):
     save_total_limit: int
     logging_steps: int
     eval_steps: int
+    # Training sequences per epoch: rows, or packed blocks (estimated from token counts).
+    train_sequences: int = 0
+    # The result is the last model trained unless the spec asks for the best by eval_loss.
+    load_best_model_at_end: bool = False
+    early_stopping_patience: int = 0  # evaluations without improvement; 0: off
+    # Full fine-tuning in bf16: fp32 weights + bf16 autocast (True) or pure bf16 weights.
+    fp32_master_weights: bool = False
     output_dir: str
     run_name: str
     decoder_layer_class: str

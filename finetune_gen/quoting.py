@@ -177,7 +177,7 @@ def shell_word(value: Any) -> str:
 
 def md_code(value: Any) -> str:
     """Markdown inline code holding ``value`` on one line (also safe in a table cell)."""
-    text = one_line(value).replace("|", "\\|")
+    text = one_line(value, limit=10_000).replace("|", "\\|")  # code is copied: never cut
     longest = run = 0
     for ch in text:
         run = run + 1 if ch == "`" else 0

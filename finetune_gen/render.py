@@ -24,7 +24,7 @@ from .optimizers import needs_bitsandbytes
 from .params import ia3_modules
 from .plan import Plan
 from .prompts import ALPACA_PROMPT, DEFAULT_CHAT_TEMPLATE
-from .quoting import FILTERS, one_line
+from .quoting import FILTERS, doc_text, one_line
 from .resources import Resources
 
 
@@ -80,6 +80,13 @@ class View:
     needs_bitsandbytes: bool = False
     # Why this plan cannot run with the installed libraries ("" when it can): the generated
     # scripts stop at start-up with this explanation instead of failing mid-way.
+    # eval.py: how it loads the model, its dtype on a GPU, the weights' size, what samples hold,
+    # and the contamination code shared with `finetune-gen check-contamination`.
+    eval_loading: str = ""
+    eval_dtype: str = "bfloat16"
+    eval_weights_gb: float = 0.0
+    samples_description: str = ""
+    contamination_core: str = ""
 
 
 def _task_kind(plan: Plan) -> str:
@@ -107,7 +114,9 @@ def training_arguments(plan: Plan) -> dict[str, Any]:
         "save_strategy": "steps",
         "save_steps": plan.eval_steps,
         "save_total_limit": plan.save_total_limit,
-        "load_best_model_at_end": True,
+        # The result is the last model trained unless the plan asks for the best checkpoint
+        # (also what early stopping keeps); the metric is set either way for EarlyStopping.
+        "load_best_model_at_end": plan.load_best_model_at_end,
         "metric_for_best_model": "eval_loss",
         "seed": plan.seed,
         "run_name": plan.run_name,  # the name trackers (wandb, tensorboard) show
@@ -191,6 +200,8 @@ def build_view(plan: Plan) -> View:
         "TrainerCallback",
         "TrainingArguments",
     ]
+    if plan.early_stopping_patience:
+        transformers_names.append("EarlyStoppingCallback")
     imports = []
     if plan.is_peft:
         peft_names = {METHODS[plan.method].peft_config_class, "get_peft_model"}
@@ -218,7 +229,30 @@ def build_view(plan: Plan) -> View:
         f" x {plan.world_size} GPU(s) = {plan.effective_batch_size} sequences per optimizer step",
         f"saves a checkpoint every {plan.eval_steps} step(s) (the newest {plan.save_total_limit} kept)"
         ", then the result, the tokenizer and the metrics",
+        "the result is "
+        + (
+            "the checkpoint with the lowest eval_loss"
+            if plan.load_best_model_at_end
+            else "the last model trained"
+        )
+        + (
+            f"; early stopping after {plan.early_stopping_patience} evaluations without improvement"
+            if plan.early_stopping_patience
+            else ""
+        ),
     ]
+    if (
+        plan.method in ("full", "freeze")
+        and plan.precision != "fp32"
+        and plan.distributed in ("none", "ddp")
+    ):
+        features.append(
+            "fp32 master weights with "
+            + plan.precision
+            + " autocast"
+            if plan.fp32_master_weights
+            else "pure bf16 weights and optimizer states (a fallback: small updates round away)"
+        )
     method_kind = METHODS[plan.method].partial
     view = View(
         task_kind=task_kind,
@@ -247,6 +281,7 @@ def build_view(plan: Plan) -> View:
         view.auto_peft_class = "AutoPeftModelForSequenceClassification"
         view.perplexity = False
     view.needs_bitsandbytes = bool(plan.quantization) or needs_bitsandbytes(plan.optimizer)
+    _eval_view(plan, view)
     if plan.quantization:
         view.bnb_kwargs = {
             "load_in_4bit": True,
@@ -256,6 +291,34 @@ def build_view(plan: Plan) -> View:
             "bnb_4bit_quant_storage": plan.quantization.storage_dtype,
         }
     return view
+
+
+def _eval_view(plan: Plan, view: View) -> None:
+    from .contamination import core_source
+    from .evaluation import eval_weights_gb
+
+    dtype = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}[plan.precision]
+    if plan.quantization:
+        dtype = plan.quantization.compute_dtype
+    view.eval_dtype = dtype
+    view.eval_weights_gb = eval_weights_gb(plan)
+    base = (
+        f"the adapter over {doc_text(plan.base_model)}"  # docstring text: escaped
+        + (" loaded in 4-bit NF4 (the QLoRA base it was trained on)" if plan.quantization else "")
+        if plan.is_peft
+        else "the saved full model"
+    )
+    view.eval_loading = (
+        f"{base}, in {dtype} on a GPU (fp32 on the CPU), with a device map over the GPUs when the "
+        f"~{view.eval_weights_gb:g} GB of weights do not fit one"
+    )
+    view.samples_description = (
+        "the first texts with their true and predicted class"
+        if plan.task_type == "classification"
+        else "the first prompts with the reference, the base model's and the fine-tuned model's "
+        "generations side by side"
+    )
+    view.contamination_core = core_source()
 
 
 def _black_version() -> str:

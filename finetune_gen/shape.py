@@ -7,7 +7,7 @@ with it, so the two cannot drift apart (they once did: the plan's label count wa
 from __future__ import annotations
 
 from .estimate import TrainingShape
-from .methods import PROMPT_METHODS
+from .methods import METHODS, PROMPT_METHODS
 from .plan import LoraPlan, Plan
 
 
@@ -38,6 +38,7 @@ def build_shape(
     lora: LoraPlan | None,
     num_virtual_tokens: int,
     num_labels: int,
+    full_master_weights_fp32: bool | None = None,
 ) -> TrainingShape:
     return TrainingShape(
         method=method,
@@ -57,6 +58,7 @@ def build_shape(
         target_modules=lora_targets(lora),
         lora_dropout=lora.dropout if lora else 0.0,
         num_labels=num_labels,
+        full_master_weights_fp32=full_master_weights_fp32,
     )
 
 
@@ -77,4 +79,12 @@ def shape_for_plan(plan: Plan) -> TrainingShape:
         lora=plan.lora,
         num_virtual_tokens=plan.num_virtual_tokens or 0,
         num_labels=plan.num_labels,
+        # The planner's regime for full fine-tuning (fp32 masters or pure bf16); None elsewhere.
+        full_master_weights_fp32=(
+            plan.fp32_master_weights
+            if not METHODS[plan.method].is_peft
+            and plan.distributed in ("none", "ddp")
+            and plan.precision != "fp32"
+            else None
+        ),
     )

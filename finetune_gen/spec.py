@@ -245,6 +245,15 @@ class TrainingConfig(_Strict):
         description="CUDA out of memory: retry with half the micro-batch (same effective "
         "batch), then gradient checkpointing; in the first steps, at any step, or off.",
     )
+    load_best_model_at_end: bool | None = Field(
+        None,
+        description="Keep the checkpoint with the lowest eval_loss as the result (default: the last one).",
+    )
+    early_stopping_patience: int | None = Field(
+        None,
+        gt=0,
+        description="Stop after N evaluations without a lower eval_loss (implies load_best_model_at_end).",
+    )
     report_to: list[Tracker] | Tracker | None = Field(
         None,
         description="Experiment trackers: tensorboard (the default), wandb, mlflow, trackio, or none.",

@@ -13,7 +13,7 @@ def write(tmp_path, name="spec.yaml", **training):
         "task_type": "instruction",
         "dataset": {"path": "tatsu-lab/alpaca", "format": "alpaca", "num_examples": 5000, "avg_tokens_per_example": 300},
         "training_config": {"method": "lora", **training},
-        "hardware": {"gpus": 1, "vram_per_gpu": "24GB", "gpu_type": "a10g_24gb"},
+        "hardware": {"gpus": 1, "vram_per_gpu": "48GB", "gpu_type": "a6000"},
     }
     path = tmp_path / name
     path.write_text(yaml.safe_dump(spec))

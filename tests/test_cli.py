@@ -38,7 +38,7 @@ def test_json_output_object_matches_the_contract():
     )
     plan = payload["plan"]
     assert plan["method"] == "lora" and plan["total_params"] == 8030261248
-    assert plan["trainable_params"] == 13631488  # r=16 on q/k/v/o, as peft reports
+    assert plan["trainable_params"] == 41943040  # r=16 on every linear layer, as peft reports
     assert "train.py" not in payload["config_files"] and "config.yaml" in payload["config_files"]
     compile(payload["training_script"], "train.py", "exec")
 

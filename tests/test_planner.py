@@ -69,10 +69,17 @@ CASES = [
         make_spec("Qwen/Qwen2.5-0.5B", task="classification", gpu_type="a10g_24gb"),
         {"method": ("full",)},
     ),
-    # A 1B chat model on 24 GB: full fine-tuning fits (8 B/param = 10 GB + activations).
+    # A 1B chat model on 24 GB: full fine-tuning with fp32 master weights (18 B/param = 22 GB)
+    # does not fit, and pure bf16 is not chosen automatically: LoRA.
     (
         "llama1b-chat-24g",
         make_spec("meta-llama/Llama-3.2-1B-Instruct", task="chat", gpu_type="rtx_4090"),
+        {"method": ("lora",)},
+    ),
+    # On 48 GB it does: full fine-tuning, fp32 masters.
+    (
+        "llama1b-chat-48g",
+        make_spec("meta-llama/Llama-3.2-1B-Instruct", task="chat", vram=48, gpu_type="l40s"),
         {"method": ("full",)},
     ),
     # T4 (16 GB, no bf16): fp16 with loss scaling; 0.5B still trains fully or with LoRA.

@@ -29,8 +29,8 @@ def test_lora_instruction_alpaca_trains_and_evaluates(tmp_path, tiny_models):
 
     evaluated = run_script(run, "eval.py", "--model-dir", "out", "--max-samples", "4")
     assert evaluated.returncode == 0, evaluated.stderr[-4000:]
-    results = json.loads((run / "out" / "eval_results.json").read_text())
-    assert results["perplexity"] > 1 and results["learned_tokens"] > 0
+    results = json.loads((run / "out" / "eval_metrics.json").read_text())
+    assert results["perplexity"] > 1 and results["label_tokens"] > 0
     assert 0 <= results["token_f1"] <= 1
     assert "contamination" in results
 

@@ -286,20 +286,21 @@ def test_train_runs(tmp_path, tiny_models, case):
         return
     evaluated = run_script(run, "eval.py", "--model-dir", "out", "--max-samples", "4")
     assert evaluated.returncode == 0, evaluated.stdout[-2000:] + evaluated.stderr[-4000:]
-    results = json.loads((out / "eval_results.json").read_text())
-    assert results["eval_rows"] == 4 and math.isfinite(results["eval_loss"])
+    results = json.loads((out / "eval_metrics.json").read_text())
+    loss = results["eval_loss"] if case.task == "classification" else results["token_loss"]
+    assert results["eval_rows"] == 4 and math.isfinite(loss)
     if case.task == "classification":
         assert set(results["labels"]) == set(
             json.loads((out / "config.json").read_text())["label2id"]
         )
         assert 0 <= results["accuracy"] <= 1 and 0 <= results["macro_f1"] <= 1
     else:
-        assert results["perplexity"] > 1 and results["learned_tokens"] > 0
+        assert results["perplexity"] > 1 and results["label_tokens"] > 0
 
 
 def test_eval_reloads_exactly_what_was_trained(tmp_path, tiny_models):
-    """New chat tokens on an untied lm_head: eval.py's loss on the whole eval split equals the
-    Trainer's final one, so the adapter reloads with the resized, trained embedding rows."""
+    """New chat tokens on an untied lm_head: eval.py's perplexity on the whole eval split equals
+    the Trainer's final one, so the adapter reloads with the resized, trained embedding rows."""
     case = CASES[0]
     assert case.id == "chat-chatml-lora-llama"
     run = make_run(tmp_path, tiny_models, case)
@@ -309,8 +310,8 @@ def test_eval_reloads_exactly_what_was_trained(tmp_path, tiny_models):
     assert set(config["trainable_token_indices"]) == {"embed_tokens", "lm_head"}
     evaluated = run_script(run, "eval.py", "--model-dir", "out")
     assert evaluated.returncode == 0, evaluated.stderr[-4000:]
-    trained = json.loads((run / "out" / "all_results.json").read_text())["eval_loss"]
-    reloaded = json.loads((run / "out" / "eval_results.json").read_text())["eval_loss"]
+    trained = json.loads((run / "out" / "all_results.json").read_text())["eval_perplexity"]
+    reloaded = json.loads((run / "out" / "eval_metrics.json").read_text())["perplexity"]
     assert reloaded == pytest.approx(trained, rel=1e-4)
 
 

@@ -27,7 +27,7 @@ fi
 case "$mode" in
   merged)
     if [[ ! -f outputs-merged/config.json ]]; then
-      echo "no merged model in outputs-merged/: run python merge.py first" >&2
+      echo "no merged model in "outputs-merged/": run python merge.py first" >&2
       exit 1
     fi
     exec vllm serve outputs-merged "${common[@]}" --served-model-name Llama-3.1-70B-Instruct-lora --dtype bfloat16 --generation-config auto "$@"

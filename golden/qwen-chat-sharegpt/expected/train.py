@@ -9,6 +9,8 @@ What this script does:
   - computes the loss on assistant turns only (system and user turns are masked)
   - micro-batch 8 x 2 accumulation steps x 1 GPU(s) = 16 sequences per optimizer step
   - saves a checkpoint every 1 step(s) (the newest 2 kept), then the result, the tokenizer and the metrics
+  - the result is the last model trained
+  - fp32 master weights with bf16 autocast
 
 Usage:
   python train.py                     # the planned run
@@ -64,6 +66,9 @@ TASK_TYPE = "chat"
 PROMPT_FORMAT = "chat_template"
 
 GRADIENT_CHECKPOINTING = False
+# fp32 weights under 16-bit autocast: AdamW's small updates are not rounded away (pure bf16
+# weights lose most updates at lr 2e-5). False: pure bf16, a memory fallback of the plan.
+FP32_MASTER_WEIGHTS = True
 
 # Trainer settings: TrainingArguments keyword arguments, as planned.
 TRAINING_ARGS = {
@@ -85,7 +90,7 @@ TRAINING_ARGS = {
     "save_strategy": "steps",
     "save_steps": 1,
     "save_total_limit": 2,
-    "load_best_model_at_end": True,
+    "load_best_model_at_end": False,
     "metric_for_best_model": "eval_loss",
     "seed": 42,
     "run_name": "Qwen2.5-0.5B-Instruct-full",
@@ -94,6 +99,8 @@ TRAINING_ARGS = {
 # Experiment trackers (TrainingArguments.report_to names) and the W&B project ("" for none).
 REPORT_TO = ["tensorboard"]
 WANDB_PROJECT = ""
+# Stop after this many evaluations without a lower eval_loss; 0: train every planned step.
+EARLY_STOPPING_PATIENCE = 0
 
 
 HERE = Path(__file__).resolve().parent
@@ -519,8 +526,10 @@ def adds_bos(tokenizer):
 
 def setup_model(tokenizer, precision):
     """Load the model in the training precision."""
-    # Weights stay fp32 on the GPU when training in fp16: the Trainer's loss scaling needs fp32 masters.
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float32, "fp32": torch.float32}[
+    # Weights stay fp32 with fp16 (the Trainer's loss scaling needs fp32 masters) and, as planned,
+    # with bf16: the Trainer's bf16=True then autocasts the forward pass.
+    bf16_weights = torch.float32 if FP32_MASTER_WEIGHTS else torch.bfloat16
+    dtype = {"bf16": bf16_weights, "fp16": torch.float32, "fp32": torch.float32}[
         precision
     ]
     model = AutoModelForCausalLM.from_pretrained(
@@ -1416,8 +1425,7 @@ class RunMonitor(TrainerCallback):
         if logs is None:
             return
         logs["global_step"] = state.global_step
-        if "eval_loss" in logs:
-            logs["eval_perplexity"] = math.exp(min(logs["eval_loss"], 50))
+        # eval_perplexity comes from the Trainer's metrics (token_nll): token-weighted.
         # A training log (the final summary has train_loss, not loss).
         if "loss" in logs and self.last is not None:
             now = time.time()
@@ -1472,8 +1480,9 @@ def estimate_from_resources():
     }
 
 
-def write_run_summary(trainer, monitor, output_dir):
-    """run_summary.json (the measurement beside the estimate), a summary line, the loss curve."""
+def write_run_summary(trainer, monitor, output_dir, result):
+    """run_summary.json (the measurement beside the estimate and which model was saved), a
+    summary line, the loss curve."""
     state, history = trainer.state, trainer.state.log_history
     train_seconds = time.time() - monitor.train_start if monitor.train_start else None
     peak = (
@@ -1484,7 +1493,6 @@ def write_run_summary(trainer, monitor, output_dir):
     tokens_per_second = (
         state.num_input_tokens_seen / train_seconds if train_seconds else None
     )
-    best = state.best_model_checkpoint if trainer.args.load_best_model_at_end else None
     estimate = estimate_from_resources()
     summary = {
         "wall_time_s": round(time.time() - PROCESS_START, 1),
@@ -1500,16 +1508,10 @@ def write_run_summary(trainer, monitor, output_dir):
         "final_train_loss": last_logged(history, "loss"),
         "mean_train_loss": last_logged(history, "train_loss"),
         "final_eval_loss": last_logged(history, "eval_loss"),
-        "final_eval_perplexity": (
-            math.exp(min(last_logged(history, "eval_loss"), 50))
-            if last_logged(history, "eval_loss") is not None
-            else None
-        ),
-        "final_model": (
-            f"the best checkpoint by eval_loss ({best})"
-            if best
-            else "the last step trained"
-        ),
+        # token-weighted, the one definition train.py and eval.py share (token_nll)
+        "final_eval_perplexity": last_logged(history, "eval_perplexity"),
+        "final_model": result["description"],
+        **{key: value for key, value in result.items() if key != "description"},
         "estimate": estimate,
         "measured_vs_estimate": {
             "gpu_memory_gb": {
@@ -1581,6 +1583,40 @@ def plot_loss_curve(history, path):
 # ---------------------------------------------------------------- training
 
 
+def token_nll(logits, labels):
+    """Per sequence: [summed negative log-likelihood of the learned tokens, their number].
+
+    The one perplexity of train.py and eval.py: exp(total NLL / number of label tokens), every
+    learned token weighted equally (the Trainer's eval_loss is a mean of per-batch means).
+    Used as the Trainer's preprocess_logits_for_metrics, so only two numbers per sequence
+    are gathered instead of the logits.
+    """
+    if isinstance(logits, (tuple, list)):
+        logits = logits[0]
+    logits = logits[:, -labels.shape[1] :]  # prompt tuning prepends its virtual tokens
+    targets = labels[:, 1:]
+    nll = torch.nn.functional.cross_entropy(
+        logits[:, :-1].float().transpose(1, 2),
+        targets,
+        ignore_index=-100,
+        reduction="none",
+    )
+    learned = targets != -100
+    return torch.stack([(nll * learned).sum(1), learned.sum(1).float()], dim=1)
+
+
+def perplexity_metrics(prediction):
+    """Token-weighted loss and perplexity from token_nll's sums (the Trainer adds "eval_")."""
+    sums = prediction.predictions
+    tokens = float(sums[:, 1].sum())
+    loss = float(sums[:, 0].sum()) / max(1.0, tokens)
+    return {
+        "token_loss": loss,
+        "perplexity": math.exp(min(loss, 50)),
+        "label_tokens": int(tokens),
+    }
+
+
 def training_arguments(precision, has_eval, **overrides):
     """The planned TrainingArguments; `overrides` replace planned values.
 
@@ -1608,9 +1644,41 @@ def build_trainer(model, tokenizer, train_set, eval_set, args):
         train_dataset=train_set,
         eval_dataset=eval_set or None,
         processing_class=tokenizer,
+        callbacks=early_stopping(args),
+        preprocess_logits_for_metrics=token_nll,
+        compute_metrics=perplexity_metrics,
     )
     trainer.run_monitor = watch(trainer)  # ahead of the trackers: they log what it adds
     return trainer
+
+
+def early_stopping(args):
+    """EarlyStoppingCallback when the plan asks for it and there is an evaluation to watch."""
+    return []
+
+
+def describe_result(state, args):
+    """Which model was saved as the result: the last one trained, or the best checkpoint."""
+    best = state.best_model_checkpoint if args.load_best_model_at_end else None
+    summary = {
+        "global_step": state.global_step,
+        "planned_steps": state.max_steps,
+        "stopped_early": state.global_step < state.max_steps,
+        "best_model_checkpoint": state.best_model_checkpoint,
+        "best_eval_loss": state.best_metric,
+        "saved": "best" if best else "last",
+        "saved_checkpoint": (
+            Path(best).name if best else f"checkpoint-{state.global_step}"
+        ),
+    }
+    if best:
+        text = f"the best checkpoint by eval_loss ({Path(best).name}, eval_loss {state.best_metric:.4f})"
+    else:
+        text = f"the last model trained (step {state.global_step})"
+    if summary["stopped_early"]:
+        text += f"; early stopping ended training at step {state.global_step} of {state.max_steps}"
+    summary["description"] = text
+    return summary
 
 
 def train(args):
@@ -1657,14 +1725,15 @@ def train(args):
     trainer.save_metrics("train", result.metrics)
     if eval_set:
         metrics = trainer.evaluate()
-        metrics["eval_perplexity"] = math.exp(min(metrics["eval_loss"], 50))
         trainer.log_metrics("eval", metrics)
         trainer.save_metrics("eval", metrics)
     trainer.save_state()
     if trainer.is_world_process_zero():
-        write_run_summary(trainer, trainer.run_monitor, args.output_dir)
-    if trainer.is_world_process_zero():
-        print(f"Saved the model and tokenizer to {args.output_dir}")
+        saved = describe_result(trainer.state, trainer.args)
+        write_run_summary(trainer, trainer.run_monitor, args.output_dir, saved)
+        print(
+            f"Saved the model and tokenizer to {args.output_dir}: {saved['description']}"
+        )
 
 
 def main():
