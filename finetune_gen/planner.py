@@ -159,6 +159,10 @@ class Planner:
                 )
             rows = self.stats.rows
             tokens = self.stats.mean_tokens
+            if self.stats.rows_extrapolated:
+                self.warn("dataset rows extrapolated", self.stats.count_note, "dataset.path")
+            for note in self.stats.warnings:
+                self.warn("dataset rows to review", note, "dataset.path")
         else:
             rows = ds.num_examples or DEFAULT_NUM_EXAMPLES
             tokens = ds.avg_tokens_per_example or DEFAULT_TOKENS_PER_EXAMPLE
