@@ -125,9 +125,8 @@ def shingles(text: str) -> set[bytes]:
 def _typename(value: Any) -> str:
     if isinstance(value, OversizedNumber):
         return f"a {len(value.lstrip('-'))}-digit number"
-    return {dict: "an object", list: "a list", bool: "a boolean", int: "a number", float: "a number"}.get(
-        type(value), type(value).__name__
-    )
+    names = {dict: "an object", list: "a list", bool: "a boolean", int: "a number", float: "a number", str: "a string"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
 
 
 class _RowChecker:
@@ -159,11 +158,12 @@ class _RowChecker:
         if value is None:
             if required:
                 kind = "label_missing" if role == "label" else "missing_field"
-                problem(kind, f"field {name!r} ({role}) is missing; found {sorted(row)[:10]}", name)
+                found = "is null" if name in row else f"is missing; found {sorted(row)[:10]}"
+                problem(kind, f"field {name!r} ({role}) {found}", name)
             return None
         if role == "label":
             return self._label(value, name, problem)
-        if not isinstance(value, str):
+        if not isinstance(value, str) or isinstance(value, OversizedNumber):
             problem("mistyped_field", f"field {name!r} ({role}) must be a string, got {_typename(value)}", name)
             return None
         if required and not value.strip():
@@ -235,7 +235,7 @@ class _RowChecker:
                 known = sorted(SHAREGPT_ROLES) if sharegpt else list(CHATML_ROLES)
                 problem("unknown_role", f"{where}: unknown role {str(speaker)[:40]!r} (expected one of {known})", name)
                 return
-            if not isinstance(content, str):
+            if not isinstance(content, str) or isinstance(content, OversizedNumber):
                 problem("mistyped_field", f"{where}: {content_key!r} must be a string, got {_typename(content)}", name)
                 return
             if not content.strip():

@@ -121,6 +121,8 @@ def check_data_command(
         min_per_class=minimum,
     )
     report["path"] = shown
+    if report["rows"] == 0:
+        raise SpecError(f"{shown}: no rows")
     cleaned: dict[str, Any] | None = None
     if clean_out is not None:
         from .data_clean import write_clean

@@ -222,7 +222,7 @@ class DataReader:
             return Record(
                 row,
                 number,
-                problem=f"not valid JSON ({error.msg} at column {error.colno})",
+                problem=f"not valid JSON ({error.msg}; column {error.colno})",
                 kind="invalid_json",
             )
         except RecursionError:
