@@ -33,7 +33,6 @@ DEFAULT_MAX_ROW_BYTES = 32 * 2**20
 # Python refuses to convert integers longer than 4300 digits (sys.int_info); far below that a
 # number in a training row is already damage, not data.
 MAX_NUMBER_DIGITS = 100
-MAX_NESTING = 100  # json nests by recursion; deeper rows are refused before the interpreter limit
 _CHUNK = 1 << 20
 
 
@@ -63,20 +62,8 @@ def _parse_int(text: str) -> int | OversizedNumber:
 _DECODER = json.JSONDecoder(parse_int=_parse_int)
 
 
-def _nesting_depth_over(text: str, limit: int) -> bool:
-    """Whether brackets nest deeper than ``limit`` (a cheap scan; strings may inflate it, safely)."""
-    depth = 0
-    for match in re.finditer(r"[\[\]{}]", text):
-        depth += 1 if match.group() in "[{" else -1
-        if depth > limit:
-            return True
-    return False
-
-
 def _loads(text: str) -> Any:
-    if len(text) > 2 * MAX_NESTING and _nesting_depth_over(text, MAX_NESTING):
-        raise RecursionError
-    return _DECODER.decode(text)
+    return _DECODER.decode(text)  # raises RecursionError past the interpreter's nesting limit
 
 
 def check_data_path(path: str | os.PathLike[str], field: str = "dataset.path") -> Path:
@@ -226,7 +213,7 @@ class DataReader:
                 kind="invalid_json",
             )
         except RecursionError:
-            return Record(row, number, problem=f"nested deeper than {MAX_NESTING} levels", kind="too_deep")
+            return Record(row, number, problem="nested too deeply to read", kind="too_deep")
 
     def _csv(self) -> Iterator[Record]:
         limit = max(self.max_row_bytes, 1)
@@ -388,10 +375,6 @@ class _JsonArrayStream:
         attempt = 0
         while True:
             try:
-                if self.buf.startswith(("[", "{"), self.pos) and _nesting_depth_over(
-                    self.buf[self.pos : self.pos + 1_000_000], MAX_NESTING
-                ):
-                    raise RecursionError
                 value, end = _DECODER.raw_decode(self.buf, self.pos)
                 if end == len(self.buf) and not self.eof and self.buf[self.pos] not in "[{\"":
                     raise json.JSONDecodeError("number may continue", self.buf, end)
@@ -517,7 +500,7 @@ class _JsonArrayStream:
                 value, ok = self._decode_value(limit=self.reader.max_row_bytes)
             except RecursionError:
                 self._skip_value()
-                yield Record(row, line, problem=f"nested deeper than {MAX_NESTING} levels", kind="too_deep")
+                yield Record(row, line, problem="nested too deeply to read", kind="too_deep")
                 continue
             if ok:
                 yield Record(row, line, value=value)

@@ -101,7 +101,7 @@ def read_stats(
     data_format: str,
     columns: dict[str, str],
     *,
-    max_bytes: int | None = PLAN_READ_LIMIT_BYTES,
+    max_bytes: int | None | str = "default",
 ) -> DatasetStats | None:
     """Statistics of a local dataset file, or None for a hub id (not at hand).
 
@@ -112,7 +112,8 @@ def read_stats(
     file = Path(path).expanduser()
     if not os.path.lexists(file):
         return None
-    reader = DataReader(file, max_bytes=max_bytes)
+    limit = PLAN_READ_LIMIT_BYTES if max_bytes == "default" else max_bytes
+    reader = DataReader(file, max_bytes=limit)  # type: ignore[arg-type]
     checker = _RowChecker(task_type, data_format, columns)
     lengths = array("I")
     labels: set[str] = set()
