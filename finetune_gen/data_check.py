@@ -66,6 +66,7 @@ QUALITY_FLAGS = {
 
 NEAR_DUP_THRESHOLD = 0.4
 NUM_PERM = 128
+SIGNATURE_BLOCK = 4096  # signatures are stored in numpy blocks of this many rows
 MIN_PER_CLASS = 10
 MAX_LISTED = 200  # problems / clusters / flagged rows listed in the report (all are counted)
 
@@ -120,6 +121,11 @@ def shingles(text: str) -> set[bytes]:
     grams = set(words)
     grams.update(f"{a} {b}" for a, b in zip(words, words[1:]))
     return {g.encode() for g in grams}
+
+
+# 32-bit shingle hash for MinHash: CRC-32, in C and deterministic across runs (datasketch's
+# default SHA-1 wrapper cost 10x more per shingle and dominated the check's time).
+shingle_hash = zlib.crc32
 
 
 def _typename(value: Any) -> str:
@@ -303,10 +309,13 @@ def _repeats(prompt: str, response: str) -> bool:
 _LONG_RUN = re.compile(r"\S{%d,}" % NON_TEXT_RUN)
 
 
+_NOT_LETTER_OR_SPACE = re.compile(r"[^\w\s]|[\d_]")
+
+
 def _non_text(text: str) -> bool:
     if len(text) < NON_TEXT_MIN_CHARS:
         return False
-    wordy = sum(1 for ch in text if ch.isalpha() or ch.isspace())
+    wordy = len(text) - len(_NOT_LETTER_OR_SPACE.findall(text))  # letters and spaces
     return wordy < NON_TEXT_LETTER_SHARE * len(text) or _LONG_RUN.search(text) is not None
 
 
@@ -357,10 +366,7 @@ class DataChecker:
         if near_dups:
             from datasketch import MinHash
 
-            seed = MinHash(num_perm=NUM_PERM, seed=1)
-            self._minhash = lambda: MinHash(
-                num_perm=NUM_PERM, permutations=seed.permutations, scheme=seed.scheme
-            )
+            self._minhash = MinHash(num_perm=NUM_PERM, seed=1, hashfunc=shingle_hash)  # reused: clear()
             self._block: list[Any] = []
 
     # ------------------------------------------------------------------ streaming
@@ -431,11 +437,12 @@ class DataChecker:
         import numpy as np
 
         grams = shingles(key)
-        minhash = self._minhash()
+        minhash = self._minhash
+        minhash.clear()
         if grams:
             minhash.update_batch(list(grams))
         self._block.append(minhash.hashvalues.astype(np.uint32))
-        if len(self._block) >= 4096:
+        if len(self._block) >= SIGNATURE_BLOCK:
             self._signatures.append(np.stack(self._block))
             self._block = []
 
@@ -468,20 +475,28 @@ class DataChecker:
         from datasketch import MinHashLSH
 
         blocks = self._signatures + ([np.stack(self._block)] if self._block else [])
+        self._signatures, self._block = blocks, []
         if not blocks:
             return []
-        signatures = np.concatenate(blocks)
-        n = len(signatures)
+        n = sum(len(block) for block in blocks)
+
+        def signature(i: int) -> Any:  # blocks are kept apart: no second copy of every signature
+            return blocks[i // SIGNATURE_BLOCK][i % SIGNATURE_BLOCK]
+
         lsh = MinHashLSH(threshold=self.near_dup_threshold, num_perm=NUM_PERM)  # for its b and r
         bands, rows_per_band = lsh.b, lsh.r
-        empty = (signatures == np.iinfo(np.uint32).max).all(axis=1)  # rows without words
+        empty = np.concatenate([(block == np.iinfo(np.uint32).max).all(axis=1) for block in blocks])
         pairs: set[tuple[int, int]] = set()
         for band in range(bands):
-            columns = signatures[:, band * rows_per_band : (band + 1) * rows_per_band].astype(np.uint64)
-            key = np.zeros(n, dtype=np.uint64)
-            for column in columns.T:
-                key = (key ^ column) * np.uint64(0x100000001B3)
-            key[empty] = np.arange(n, dtype=np.uint64)[empty] + np.uint64(1 << 63)
+            keys = []
+            for block in blocks:
+                columns = block[:, band * rows_per_band : (band + 1) * rows_per_band].astype(np.uint64)
+                key = np.zeros(len(block), dtype=np.uint64)
+                for column in columns.T:
+                    key = (key ^ column) * np.uint64(0x100000001B3)
+                keys.append(key)
+            key = np.concatenate(keys)
+            key[empty] = np.arange(n, dtype=np.uint64)[empty] + np.uint64(1 << 63)  # never equal
             order = np.argsort(key, kind="stable")  # equal keys stay in row order
             ordered = key[order]
             starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
@@ -496,7 +511,7 @@ class DataChecker:
             head = representative.get(a, a)
             if b in representative or b == head:
                 continue
-            if float(np.mean(signatures[head] == signatures[b])) >= self.near_dup_threshold:
+            if float(np.mean(signature(head) == signature(b))) >= self.near_dup_threshold:
                 representative[b] = head
         members: dict[int, list[int]] = {}
         for row, head in representative.items():

@@ -90,10 +90,10 @@ def near_duplicates_of(test_texts: Sequence[str], train_texts: Sequence[str], th
     """Indices of training texts that are near duplicates of a test text (datasketch MinHash LSH)."""
     from datasketch import MinHash, MinHashLSH
 
-    from .data_check import NUM_PERM, shingles
+    from .data_check import NUM_PERM, shingle_hash, shingles
 
     def signature(text: str) -> MinHash:
-        minhash = MinHash(num_perm=NUM_PERM, seed=1)
+        minhash = MinHash(num_perm=NUM_PERM, seed=1, hashfunc=shingle_hash)
         minhash.update_batch(list(shingles(text)))
         return minhash
 
