@@ -32,29 +32,39 @@ _CUMULATIVE = list(itertools.accumulate(1 / (rank + 1) for rank in range(len(WOR
 
 
 def write_dataset(path: Path, rows: int, seed: int = 0) -> None:
+    import numpy as np
+
     rng = random.Random(seed)
+    draw = np.random.default_rng(seed)
+    probabilities = np.diff(np.array([0.0, *_CUMULATIVE])) / _CUMULATIVE[-1]
     previous: list[str] = []
     with path.open("w", encoding="utf-8") as handle:
-        for number in range(rows):
-            if previous and rng.random() < 0.01:  # an exact duplicate
-                handle.write(previous[rng.randrange(len(previous))])
-                continue
-            prompt = " ".join(rng.choices(WORDS, cum_weights=_CUMULATIVE, k=rng.randint(8, 30))) + f" {number}"
-            answer = " ".join(rng.choices(WORDS, cum_weights=_CUMULATIVE, k=rng.randint(30, 90)))
-            if previous and rng.random() < 0.01:  # a near duplicate: a few words changed
-                row = json.loads(previous[rng.randrange(len(previous))])
-                words = row["output"].split()
-                for _ in range(2):
-                    words[rng.randrange(len(words))] = rng.choice(WORDS)
-                row["output"] = " ".join(words)
-                line = json.dumps(row) + "\n"
-            else:
-                line = json.dumps({"instruction": prompt, "input": "", "output": answer}) + "\n"
-            handle.write(line)
-            if len(previous) < 1000:
-                previous.append(line)
-            elif rng.random() < 0.01:
-                previous[rng.randrange(1000)] = line
+        for start in range(0, rows, 10_000):
+            count = min(10_000, rows - start)
+            words = draw.choice(len(WORDS), size=(count, 120), p=probabilities)
+            lengths = draw.integers(8, 31, size=count), draw.integers(30, 91, size=count)
+            for offset in range(count):
+                number = start + offset
+                if previous and rng.random() < 0.01:  # an exact duplicate
+                    handle.write(previous[rng.randrange(len(previous))])
+                    continue
+                if previous and rng.random() < 0.01:  # a near duplicate: a few words changed
+                    row = json.loads(previous[rng.randrange(len(previous))])
+                    changed = row["output"].split()
+                    for _ in range(2):
+                        changed[rng.randrange(len(changed))] = rng.choice(WORDS)
+                    row["output"] = " ".join(changed)
+                    line = json.dumps(row) + "\n"
+                else:
+                    ids = words[offset]
+                    prompt = " ".join(WORDS[i] for i in ids[: lengths[0][offset]]) + f" {number}"
+                    answer = " ".join(WORDS[i] for i in ids[30 : 30 + lengths[1][offset]])
+                    line = json.dumps({"instruction": prompt, "input": "", "output": answer}) + "\n"
+                handle.write(line)
+                if len(previous) < 1000:
+                    previous.append(line)
+                elif rng.random() < 0.01:
+                    previous[rng.randrange(1000)] = line
 
 
 MEASURE = r"""
