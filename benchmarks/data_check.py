@@ -99,17 +99,24 @@ def measure(kind: str, path: Path, memory_limit_mb: int) -> dict:
         [sys.executable, "-c", MEASURE, kind, str(path), str(memory_limit_mb)],
         capture_output=True,
         text=True,
+        check=False,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     if result.returncode != 0:
-        raise SystemExit(f"{kind} failed under a {memory_limit_mb} MB limit:\n{result.stderr[-2000:]}")
+        raise SystemExit(
+            f"{kind} failed under a {memory_limit_mb} MB limit:\n{result.stderr[-2000:]}"
+        )
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rows", type=int, default=20_000)
-    parser.add_argument("--memory-limit-mb", type=int, default=1500, help="RLIMIT_AS for each run (0: none)")
+    parser.add_argument(
+        "--memory-limit-mb", type=int, default=1500, help="RLIMIT_AS for each run (0: none)"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as folder:
@@ -130,8 +137,12 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         check, count = results["check_data"], results["planner_count"]
         print(f"{args.rows:,} rows, {size_mb:.0f} MB JSONL, memory limit {args.memory_limit_mb} MB")
-        print(f"check-data:    {check['rows_per_s']:>9,} rows/s  {check['seconds']:>7}s  peak RSS {check['peak_rss_mb']} MB")
-        print(f"planner count: {count['rows_per_s']:>9,} rows/s  {count['seconds']:>7}s  peak RSS {count['peak_rss_mb']} MB")
+        print(
+            f"check-data:    {check['rows_per_s']:>9,} rows/s  {check['seconds']:>7}s  peak RSS {check['peak_rss_mb']} MB"
+        )
+        print(
+            f"planner count: {count['rows_per_s']:>9,} rows/s  {count['seconds']:>7}s  peak RSS {count['peak_rss_mb']} MB"
+        )
     return results
 
 

@@ -31,8 +31,10 @@ import unicodedata
 import zlib
 from array import array
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from itertools import pairwise
+from typing import Any
 
 from .data_read import OversizedNumber, Record
 
@@ -57,7 +59,7 @@ QUALITY_FLAGS = {
     "short_response": f"learned response under {SHORT_RESPONSE_CHARS} characters",
     "repeats_prompt": f"response equals the prompt or {REPEAT_SHARE:.0%} of its word 3-grams are in it",
     "repetitive": f"text of {REPETITIVE_MIN_CHARS}+ characters compressing over {REPETITIVE_RATIO:g}x (zlib)",
-    "refusal": "response matches refusal boilerplate (\"as an AI language model\", \"I'm sorry, but I can't\", ...)",
+    "refusal": 'response matches refusal boilerplate ("as an AI language model", "I\'m sorry, but I can\'t", ...)',
     "non_text": (
         f"{NON_TEXT_MIN_CHARS}+ characters with under {NON_TEXT_LETTER_SHARE:.0%} letters/spaces, "
         f"or {NON_TEXT_RUN}+ characters without a space"
@@ -70,7 +72,13 @@ SIGNATURE_BLOCK = 4096  # signatures are stored in numpy blocks of this many row
 MIN_PER_CLASS = 10
 MAX_LISTED = 200  # problems / clusters / flagged rows listed in the report (all are counted)
 
-SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
+SHAREGPT_ROLES = {
+    "system": "system",
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+}
 CHATML_ROLES = ("system", "user", "assistant")
 _NAN_STRINGS = {"nan", "-nan", "inf", "-inf", "+inf", "infinity", "-infinity", "+infinity"}
 
@@ -84,11 +92,19 @@ class Problem:
     field: str | None = None
 
     def text(self) -> str:
-        where = f"row {self.row}" + (f" (line {self.line})" if self.line and self.line != self.row else "")
+        where = f"row {self.row}" + (
+            f" (line {self.line})" if self.line and self.line != self.row else ""
+        )
         return f"{where}: {self.message}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"row": self.row, "line": self.line, "kind": self.kind, "field": self.field, "message": self.text()}
+        return {
+            "row": self.row,
+            "line": self.line,
+            "kind": self.kind,
+            "field": self.field,
+            "message": self.text(),
+        }
 
 
 @dataclass
@@ -101,7 +117,9 @@ class Example:
     system: list[str] = field(default_factory=list)  # read, not learned; shared by many rows
 
     def key_text(self) -> str:
-        return "\x1f".join(["S", *self.system, "P", *self.prompt, "L", *self.learned, "C", self.label or ""])
+        return "\x1f".join(
+            ["S", *self.system, "P", *self.prompt, "L", *self.learned, "C", self.label or ""]
+        )
 
     def content_text(self) -> str:
         """What near duplicates are compared on: a system prompt shared by every row is left out."""
@@ -119,7 +137,7 @@ _WORD = re.compile(r"\w+")
 def shingles(text: str) -> set[bytes]:
     words = _WORD.findall(normalize(text))
     grams = set(words)
-    grams.update(f"{a} {b}" for a, b in zip(words, words[1:]))
+    grams.update(f"{a} {b}" for a, b in pairwise(words))
     return {g.encode() for g in grams}
 
 
@@ -131,7 +149,14 @@ shingle_hash = zlib.crc32
 def _typename(value: Any) -> str:
     if isinstance(value, OversizedNumber):
         return f"a {len(value.lstrip('-'))}-digit number"
-    names = {dict: "an object", list: "a list", bool: "a boolean", int: "a number", float: "a number", str: "a string"}
+    names = {
+        dict: "an object",
+        list: "a list",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        str: "a string",
+    }
     return "null" if value is None else names.get(type(value), type(value).__name__)
 
 
@@ -170,7 +195,11 @@ class _RowChecker:
         if role == "label":
             return self._label(value, name, problem)
         if not isinstance(value, str) or isinstance(value, OversizedNumber):
-            problem("mistyped_field", f"field {name!r} ({role}) must be a string, got {_typename(value)}", name)
+            problem(
+                "mistyped_field",
+                f"field {name!r} ({role}) must be a string, got {_typename(value)}",
+                name,
+            )
             return None
         if required and not value.strip():
             problem("empty_field", f"field {name!r} ({role}) is empty or whitespace-only", name)
@@ -189,11 +218,19 @@ class _RowChecker:
                 problem("label_missing", f"label field {name!r} is empty", name)
                 return None
             if value.strip().lower() in _NAN_STRINGS:
-                problem("nan_or_inf", f"label field {name!r} is {value.strip()!r} (read as NaN/Inf, not a class)", name)
+                problem(
+                    "nan_or_inf",
+                    f"label field {name!r} is {value.strip()!r} (read as NaN/Inf, not a class)",
+                    name,
+                )
                 return None
             return value
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            problem("mistyped_field", f"label field {name!r} must be a string or an integer, got {_typename(value)}", name)
+            problem(
+                "mistyped_field",
+                f"label field {name!r} must be a string or an integer, got {_typename(value)}",
+                name,
+            )
             return None
         if isinstance(value, float) and not value.is_integer():
             problem("mistyped_field", f"label field {name!r} is {value}, not a whole number", name)
@@ -221,10 +258,18 @@ class _RowChecker:
         sharegpt = self.data_format == "sharegpt"
         role_key, content_key = ("from", "value") if sharegpt else ("role", "content")
         if turns is None:
-            problem("missing_field", f"field {name!r} (messages) is missing; found {sorted(row)[:10]}", name)
+            problem(
+                "missing_field",
+                f"field {name!r} (messages) is missing; found {sorted(row)[:10]}",
+                name,
+            )
             return
         if not isinstance(turns, list):
-            problem("mistyped_field", f"field {name!r} (messages) must be a list of turns, got {_typename(turns)}", name)
+            problem(
+                "mistyped_field",
+                f"field {name!r} (messages) must be a list of turns, got {_typename(turns)}",
+                name,
+            )
             return
         if not turns:
             problem("empty_field", f"field {name!r} (messages) is an empty list", name)
@@ -233,22 +278,42 @@ class _RowChecker:
         for number, turn in enumerate(turns):
             where = f"turn {number}"
             if not isinstance(turn, dict) or role_key not in turn or content_key not in turn:
-                problem("missing_field", f"{where}: expected keys {role_key!r} and {content_key!r}", name)
+                problem(
+                    "missing_field",
+                    f"{where}: expected keys {role_key!r} and {content_key!r}",
+                    name,
+                )
                 return
             speaker, content = turn[role_key], turn[content_key]
-            role = SHAREGPT_ROLES.get(speaker) if sharegpt else (speaker if speaker in CHATML_ROLES else None)
+            role = (
+                SHAREGPT_ROLES.get(speaker)
+                if sharegpt
+                else (speaker if speaker in CHATML_ROLES else None)
+            )
             if role is None:
                 known = sorted(SHAREGPT_ROLES) if sharegpt else list(CHATML_ROLES)
-                problem("unknown_role", f"{where}: unknown role {str(speaker)[:40]!r} (expected one of {known})", name)
+                problem(
+                    "unknown_role",
+                    f"{where}: unknown role {str(speaker)[:40]!r} (expected one of {known})",
+                    name,
+                )
                 return
             if not isinstance(content, str) or isinstance(content, OversizedNumber):
-                problem("mistyped_field", f"{where}: {content_key!r} must be a string, got {_typename(content)}", name)
+                problem(
+                    "mistyped_field",
+                    f"{where}: {content_key!r} must be a string, got {_typename(content)}",
+                    name,
+                )
                 return
             if not content.strip():
-                problem("empty_field", f"{where}: {content_key!r} is empty or whitespace-only", name)
+                problem(
+                    "empty_field", f"{where}: {content_key!r} is empty or whitespace-only", name
+                )
                 return
             roles.append(role)
-            {"assistant": example.learned, "system": example.system}.get(role, example.prompt).append(content)
+            {"assistant": example.learned, "system": example.system}.get(
+                role, example.prompt
+            ).append(content)
         order = _role_order_problem(roles)
         if order:
             problem("roles_out_of_order", order, name)
@@ -262,7 +327,7 @@ def _role_order_problem(roles: list[str]) -> str | None:
         if role == "system" and number > 0:
             return f"turn {number}: a system turn after the conversation started"
     talk = [r for r in roles if r != "system"]
-    for number, (before, now) in enumerate(zip(talk, talk[1:]), 1):
+    for number, (before, now) in enumerate(pairwise(talk), 1):
         if before == now:
             offset = len(roles) - len(talk)
             return f"turn {number + offset}: two {now} turns in a row (roles out of order)"
@@ -306,7 +371,7 @@ def _repeats(prompt: str, response: str) -> bool:
     return sum(g in grams_a for g in grams_b) >= REPEAT_SHARE * len(grams_b)
 
 
-_LONG_RUN = re.compile(r"\S{%d,}" % NON_TEXT_RUN)
+_LONG_RUN = re.compile(rf"\S{{{NON_TEXT_RUN},}}")
 
 
 _NOT_LETTER_OR_SPACE = re.compile(r"[^\w\s]|[\d_]")
@@ -366,7 +431,9 @@ class DataChecker:
         if near_dups:
             from datasketch import MinHash
 
-            self._minhash = MinHash(num_perm=NUM_PERM, seed=1, hashfunc=shingle_hash)  # reused: clear()
+            self._minhash = MinHash(
+                num_perm=NUM_PERM, seed=1, hashfunc=shingle_hash
+            )  # reused: clear()
             self._block: list[Any] = []
 
     # ------------------------------------------------------------------ streaming
@@ -375,7 +442,9 @@ class DataChecker:
         """Check one row; returns its problem kinds and flags (empty when clean)."""
         self.count += 1
         if record.problem is not None:
-            self._problem(Problem(record.row, record.line, record.kind or "unreadable", record.problem))
+            self._problem(
+                Problem(record.row, record.line, record.kind or "unreadable", record.problem)
+            )
             return [record.kind or "unreadable"]
         example, problems = self.rows.check(record)
         for item in problems:
@@ -389,7 +458,9 @@ class DataChecker:
             self.flag_counts[name] += 1
             if len(self.flagged[name]) < MAX_LISTED:
                 self.flagged[name].append(record.row)
-        if example.label is not None and (example.label in self.labels or len(self.labels) < 10_000):
+        if example.label is not None and (
+            example.label in self.labels or len(self.labels) < 10_000
+        ):
             self.labels[example.label] += 1
         self.row_numbers.append(record.row)
         key = example.key_text()
@@ -404,7 +475,9 @@ class DataChecker:
         else:
             prompt = sum(len(t) for t in example.prompt + example.system)
             learned = sum(len(t) for t in example.learned)
-            self._add_length(math.ceil(prompt / CHARS_PER_TOKEN), math.ceil(learned / CHARS_PER_TOKEN))
+            self._add_length(
+                math.ceil(prompt / CHARS_PER_TOKEN), math.ceil(learned / CHARS_PER_TOKEN)
+            )
         return flags
 
     def _problem(self, item: Problem) -> None:
@@ -414,7 +487,9 @@ class DataChecker:
         if len(self.problems) < MAX_LISTED:
             self.problems.append(item)
 
-    def _add_length(self, prompt_tokens: int, learned_tokens: int, index: int | None = None) -> None:
+    def _add_length(
+        self, prompt_tokens: int, learned_tokens: int, index: int | None = None
+    ) -> None:
         total = max(1, prompt_tokens + learned_tokens)
         if index is None:
             self.lengths.append(total)
@@ -428,7 +503,7 @@ class DataChecker:
             return
         prompts = ["\n".join(ex.system + ex.prompt) for _, ex in self._pending]
         learned = ["\n".join(ex.learned) for _, ex in self._pending]
-        encode = lambda texts: self.tokenizer(texts, add_special_tokens=False)["input_ids"]  # noqa: E731
+        encode = lambda texts: self.tokenizer(texts, add_special_tokens=False)["input_ids"]
         for (index, _), p_ids, l_ids in zip(self._pending, encode(prompts), encode(learned)):
             self._add_length(len(p_ids), len(l_ids), index)
         self._pending.clear()
@@ -459,7 +534,11 @@ class DataChecker:
         """Rows whose normalised text is equal, found by sorting the 64-bit hashes."""
         import numpy as np
 
-        hashes = np.frombuffer(self.hashes, dtype=np.uint64) if len(self.hashes) else np.zeros(0, np.uint64)
+        hashes = (
+            np.frombuffer(self.hashes, dtype=np.uint64)
+            if len(self.hashes)
+            else np.zeros(0, np.uint64)
+        )
         order = np.argsort(hashes, kind="stable")
         ordered = hashes[order]
         starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]]) if len(ordered) else []
@@ -490,7 +569,9 @@ class DataChecker:
         for band in range(bands):
             keys = []
             for block in blocks:
-                columns = block[:, band * rows_per_band : (band + 1) * rows_per_band].astype(np.uint64)
+                columns = block[:, band * rows_per_band : (band + 1) * rows_per_band].astype(
+                    np.uint64
+                )
                 key = np.zeros(len(block), dtype=np.uint64)
                 for column in columns.T:
                     key = (key ^ column) * np.uint64(0x100000001B3)
@@ -527,10 +608,15 @@ class DataChecker:
         ordered = sorted(self.lengths)
 
         def pct(q: float) -> int:
-            return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))] if ordered else 0
+            return (
+                ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+                if ordered
+                else 0
+            )
 
         stats: dict[str, Any] = {
-            "tokenizer": self.tokenizer_name or f"estimate (~{CHARS_PER_TOKEN:g} characters per token; no tokenizer given)",
+            "tokenizer": self.tokenizer_name
+            or f"estimate (~{CHARS_PER_TOKEN:g} characters per token; no tokenizer given)",
             "estimated": self.tokenizer is None,
             "mean": round(sum(ordered) / len(ordered), 1) if ordered else 0,
             "p50": pct(0.5),
@@ -538,9 +624,13 @@ class DataChecker:
             "p99": pct(0.99),
             "max": ordered[-1] if ordered else 0,
             "total_tokens": self.total_tokens,
-            "learned_token_share": round(self.learned_tokens / self.total_tokens, 4) if self.total_tokens else 0.0,
+            "learned_token_share": (
+                round(self.learned_tokens / self.total_tokens, 4) if self.total_tokens else 0.0
+            ),
             "max_seq_length": self.max_seq_length,
-            "over_max_seq_length": sum(1 for v in ordered if v > self.max_seq_length) if self.max_seq_length else None,
+            "over_max_seq_length": (
+                sum(1 for v in ordered if v > self.max_seq_length) if self.max_seq_length else None
+            ),
         }
         return stats
 
@@ -597,7 +687,11 @@ class DataChecker:
             "lengths": lengths,
             "labels": labels,
             "quality": {
-                name: {"rule": QUALITY_FLAGS[name], "count": self.flag_counts[name], "rows": self.flagged[name]}
+                name: {
+                    "rule": QUALITY_FLAGS[name],
+                    "count": self.flag_counts[name],
+                    "rows": self.flagged[name],
+                }
                 for name in QUALITY_FLAGS
             },
             "warnings": warnings,

@@ -12,8 +12,9 @@ import json
 import os
 import tempfile
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from .data_check import DataChecker
 from .data_read import DataReader, Record
@@ -25,7 +26,10 @@ def drop_reasons(checker: DataChecker) -> dict[int, list[str]]:
     reasons: dict[int, list[str]] = {}
     for row, kind in checker.bad_rows.items():
         reasons.setdefault(row, []).append(f"problem:{kind}")
-    for label, clusters in (("exact_duplicate", checker.exact_clusters), ("near_duplicate", checker.near_clusters)):
+    for label, clusters in (
+        ("exact_duplicate", checker.exact_clusters),
+        ("near_duplicate", checker.near_clusters),
+    ):
         for cluster in clusters:
             for row in cluster[1:]:
                 reasons.setdefault(row, []).append(f"{label}_of_row_{cluster[0]}")
@@ -38,7 +42,9 @@ def clean_paths(source: Path, out: Path) -> tuple[Path, Path]:
     """(clean data file, report file): OUT is a file with the input's suffix, or a folder."""
     if out.suffix.lower() in (".jsonl", ".json", ".csv", ".parquet") and not out.is_dir():
         if out.suffix.lower() != source.suffix.lower():
-            raise SpecError(f"--write-clean: {out} must have the input's suffix {source.suffix} (same format)")
+            raise SpecError(
+                f"--write-clean: {out} must have the input's suffix {source.suffix} (same format)"
+            )
         data, report = out, out.with_name(out.stem + ".report.json")
     else:
         data, report = out / source.name, out / "report.json"
@@ -49,7 +55,9 @@ def clean_paths(source: Path, out: Path) -> tuple[Path, Path]:
 
 def _atomic_write(target: Path, write: Any) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    handle, temporary = tempfile.mkstemp(
+        dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"
+    )
     os.close(handle)
     try:
         write(Path(temporary))
@@ -84,7 +92,9 @@ def write_clean(source: str | Path, out: str | Path, checker: DataChecker) -> di
             with temporary.open("w", encoding="utf-8") as handle:
                 handle.write("[")
                 for record in records:
-                    handle.write(("," if kept else "") + "\n" + json.dumps(record.value, ensure_ascii=False))
+                    handle.write(
+                        ("," if kept else "") + "\n" + json.dumps(record.value, ensure_ascii=False)
+                    )
                     kept += 1
                 handle.write("\n]\n")
         elif suffix == ".csv":
@@ -130,5 +140,7 @@ def write_clean(source: str | Path, out: str | Path, checker: DataChecker) -> di
             "rows": [{"row": row, "reasons": why} for row, why in sorted(reasons.items())],
         },
     }
-    _atomic_write(report_path, lambda p: p.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8"))
+    _atomic_write(
+        report_path, lambda p: p.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    )
     return {**report, "report": str(report_path)}

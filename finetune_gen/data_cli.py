@@ -32,7 +32,9 @@ def parse_columns(args: tuple[str, ...]) -> dict[str, str]:
             if not sep or not role.strip() or not name.strip():
                 raise SpecError(f"--columns: expected ROLE=FIELD, got {item[:60]!r}")
             if role.strip() not in COLUMN_ROLES:
-                raise SpecError(f"--columns: unknown role {role.strip()[:40]!r} (roles: {', '.join(COLUMN_ROLES)})")
+                raise SpecError(
+                    f"--columns: unknown role {role.strip()[:40]!r} (roles: {', '.join(COLUMN_ROLES)})"
+                )
             columns[role.strip()] = name.strip()
     return columns
 
@@ -75,10 +77,14 @@ def check_data_command(
     is_data = data_format is not None or source.suffix.lower() in (".jsonl", ".csv", ".parquet")
     if is_data:
         if data_format is None:
-            raise SpecError(f"check-data: {source} is a data file; say its format with --format alpaca|sharegpt|chatml|custom")
+            raise SpecError(
+                f"check-data: {source} is a data file; say its format with --format alpaca|sharegpt|chatml|custom"
+            )
         explicit = parse_columns(column_args)
         if data_format == "custom" and not explicit:
-            raise SpecError("--columns: format custom needs a mapping, e.g. --columns prompt=question --columns response=answer")
+            raise SpecError(
+                "--columns: format custom needs a mapping, e.g. --columns prompt=question --columns response=answer"
+            )
         base = resolve_columns(task_type or "instruction", data_format, explicit)
         task = task_type or infer_task(base)
         columns = resolve_columns(task, data_format, explicit)
@@ -87,7 +93,9 @@ def check_data_command(
         minimum = min_per_class or MIN_PER_CLASS
     else:
         if column_args:
-            raise SpecError("--columns: only with a data file and --format (a spec has dataset.columns)")
+            raise SpecError(
+                "--columns: only with a data file and --format (a spec has dataset.columns)"
+            )
         from .generate import _localize
         from .spec import load_spec
 
@@ -95,13 +103,19 @@ def check_data_command(
         spec_dir = source.resolve().parent
         path, local = _localize(spec.dataset.path, spec_dir, is_dataset=True)
         if not local:
-            raise SpecError(f"dataset.path: {spec.dataset.path} is not a local file; check-data reads local files only")
+            raise SpecError(
+                f"dataset.path: {spec.dataset.path} is not a local file; check-data reads local files only"
+            )
         task = task_type or spec.task_type.value
         data_format = spec.dataset.format.value
         columns = resolve_columns(task, data_format, spec.dataset.columns)
         data_path, shown = Path(path), spec.dataset.path
         max_seq_length = max_seq_length or spec.training_config.max_seq_length
-        threshold = near_dup_threshold or getattr(spec.dataset, "near_dup_threshold", None) or NEAR_DUP_THRESHOLD
+        threshold = (
+            near_dup_threshold
+            or getattr(spec.dataset, "near_dup_threshold", None)
+            or NEAR_DUP_THRESHOLD
+        )
         # Each class should be able to appear in the evaluation split.
         eval_minimum = math.ceil(1 / spec.dataset.eval_split) if spec.dataset.eval_split > 0 else 0
         minimum = min_per_class or max(MIN_PER_CLASS, eval_minimum)
@@ -146,7 +160,10 @@ def check_data_command(
                 click.echo(f"{label}: rows {rows}")
         for name, flag in report["quality"].items():
             if flag["count"]:
-                click.echo(f"flag {name}: rows {', '.join(map(str, flag['rows'][:10]))}" + (" ..." if flag["count"] > 10 else ""))
+                click.echo(
+                    f"flag {name}: rows {', '.join(map(str, flag['rows'][:10]))}"
+                    + (" ..." if flag["count"] > 10 else "")
+                )
         if cleaned is not None:
             click.echo(
                 f"wrote {cleaned['output']}: {cleaned['rows_out']} of {cleaned['rows_in']} rows "

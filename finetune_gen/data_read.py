@@ -20,9 +20,10 @@ import json
 import os
 import re
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO
 
 from .errors import SpecError
 
@@ -51,7 +52,9 @@ class Record:
 
     @property
     def where(self) -> str:
-        return f"row {self.row}" + (f" (line {self.line})" if self.line and self.line != self.row else "")
+        return f"row {self.row}" + (
+            f" (line {self.line})" if self.line and self.line != self.row else ""
+        )
 
 
 def _parse_int(text: str) -> int | OversizedNumber:
@@ -238,7 +241,9 @@ class DataReader:
             try:
                 header = next(reader, None)
             except csv.Error as error:
-                raise SpecError(f"{self.path}: line 1: not a readable CSV header ({error})") from None
+                raise SpecError(
+                    f"{self.path}: line 1: not a readable CSV header ({error})"
+                ) from None
             if header is None:
                 return
             if 1 in bad_lines:
@@ -256,13 +261,17 @@ class DataReader:
                     return
                 except csv.Error as error:
                     row += 1
-                    yield Record(row, start, problem=f"not readable as CSV ({error})", kind="invalid_csv")
+                    yield Record(
+                        row, start, problem=f"not readable as CSV ({error})", kind="invalid_csv"
+                    )
                     continue
                 if not fields:  # a blank line is no row
                     bad_lines.pop(start, None)
                     continue
                 row += 1
-                damaged = [bad_lines.pop(n) for n in range(start, reader.line_num + 1) if n in bad_lines]
+                damaged = [
+                    bad_lines.pop(n) for n in range(start, reader.line_num + 1) if n in bad_lines
+                ]
                 if damaged:
                     yield Record(row, start, problem=damaged[0].problem, kind=damaged[0].kind)
                 elif len(fields) != len(header):
@@ -336,8 +345,7 @@ class _JsonArrayStream:
         self.reader.bytes_read += len(chunk)
         if self.first:
             self.first = False
-            if chunk.startswith(codecs.BOM_UTF8):
-                chunk = chunk[len(codecs.BOM_UTF8) :]
+            chunk = chunk.removeprefix(codecs.BOM_UTF8)
         try:
             text = self.decoder.decode(chunk, final=not chunk)
         except UnicodeDecodeError as error:
@@ -376,7 +384,7 @@ class _JsonArrayStream:
         while True:
             try:
                 value, end = _DECODER.raw_decode(self.buf, self.pos)
-                if end == len(self.buf) and not self.eof and self.buf[self.pos] not in "[{\"":
+                if end == len(self.buf) and not self.eof and self.buf[self.pos] not in '[{"':
                     raise json.JSONDecodeError("number may continue", self.buf, end)
                 if limit is not None and end - self.pos > limit:
                     return None, False  # read (within one chunk) but over the limit: not kept
@@ -475,7 +483,9 @@ class _JsonArrayStream:
                 return True
             value, ok = self._decode_value(limit=self.reader.max_row_bytes)
             if not ok:
-                raise self._fail("an object member larger than the row limit, before any list of rows")
+                raise self._fail(
+                    "an object member larger than the row limit, before any list of rows"
+                )
             members[key] = value
 
     def _array_rows(self) -> Iterator[Record]:

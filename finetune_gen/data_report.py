@@ -26,15 +26,20 @@ def load_tokenizer(directory: str | Path) -> Any:
 
         return AutoTokenizer.from_pretrained(str(folder))
     except ImportError:
-        raise SpecError("--tokenizer: needs transformers (pip install 'finetune-gen[train]')") from None
+        raise SpecError(
+            "--tokenizer: needs transformers (pip install 'finetune-gen[train]')"
+        ) from None
     except Exception as error:  # transformers raises OSError/ValueError/... on an unusable folder
-        raise SpecError(f"--tokenizer: cannot load a tokenizer from {directory} ({str(error)[:160]})") from None
+        raise SpecError(
+            f"--tokenizer: cannot load a tokenizer from {directory} ({str(error)[:160]})"
+        ) from None
 
 
 def has_tokenizer(directory: str | Path) -> bool:
     folder = Path(directory)
     return folder.is_dir() and any(
-        (folder / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
+        (folder / name).is_file()
+        for name in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
     )
 
 
@@ -66,7 +71,13 @@ def run_check(
         progress = sys.stderr.isatty() or reader.total_bytes >= PROGRESS_MIN_BYTES
     if progress:
         from rich.console import Console
-        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
 
         with Progress(
             TextColumn("checking {task.fields[rows]:,} rows"),
@@ -98,15 +109,23 @@ def summary_table(report: dict[str, Any]) -> Any:
     table.add_column("result", justify="right")
     table.add_column("detail", overflow="fold")
     problems = report["problems"]
-    table.add_row("rows", f"{report['rows']:,}", f"format {report['format']}, task {report['task_type']}; "
-                  + ", ".join(f"{k}={v}" for k, v in report["columns"].items()))
+    table.add_row(
+        "rows",
+        f"{report['rows']:,}",
+        f"format {report['format']}, task {report['task_type']}; "
+        + ", ".join(f"{k}={v}" for k, v in report["columns"].items()),
+    )
     table.add_row(
         "format problems",
         f"{problems['rows']:,} rows",
         ", ".join(f"{k} {v}" for k, v in problems["by_kind"].items()) or "none",
     )
     exact, near = report["duplicates"]["exact"], report["duplicates"]["near"]
-    table.add_row("exact duplicates", f"{exact['extra_rows']:,} rows", f"{exact['clusters']} clusters (NFKC, case, whitespace)")
+    table.add_row(
+        "exact duplicates",
+        f"{exact['extra_rows']:,} rows",
+        f"{exact['clusters']} clusters (NFKC, case, whitespace)",
+    )
     table.add_row(
         "near duplicates",
         f"{near['extra_rows']:,} rows" if near["checked"] else "skipped",
@@ -119,9 +138,15 @@ def summary_table(report: dict[str, Any]) -> Any:
         f"mean {lengths['mean']}, p90 {lengths['p90']}, p99 {lengths['p99']}, max {lengths['max']}; "
         f"{lengths['tokenizer']}",
     )
-    table.add_row("learned tokens", f"{lengths['learned_token_share']:.0%}", "share of tokens in the loss")
+    table.add_row(
+        "learned tokens", f"{lengths['learned_token_share']:.0%}", "share of tokens in the loss"
+    )
     if lengths["max_seq_length"]:
-        table.add_row("over max_seq_length", f"{lengths['over_max_seq_length']:,} rows", f"> {lengths['max_seq_length']} tokens")
+        table.add_row(
+            "over max_seq_length",
+            f"{lengths['over_max_seq_length']:,} rows",
+            f"> {lengths['max_seq_length']} tokens",
+        )
     if report["labels"]:
         labels = report["labels"]
         counts = ", ".join(f"{k}: {v}" for k, v in list(labels["counts"].items())[:12])

@@ -10,8 +10,8 @@ written out beside the run. :func:`stratified_split` keeps each class's share in
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from typing import Hashable, Sequence
 
 from .errors import SpecError
 
@@ -28,7 +28,9 @@ class Splits:
         return {"train": self.train, "eval": self.eval, "test": self.test}
 
 
-def split_counts(n: int, train_split: float, eval_split: float, test_split: float = 0.0) -> tuple[int, int, int]:
+def split_counts(
+    n: int, train_split: float, eval_split: float, test_split: float = 0.0
+) -> tuple[int, int, int]:
     """(train, eval, test) row counts, rounded as train.py rounds them."""
     n_eval = max(1, round(n * eval_split)) if eval_split > 0 else 0
     n_test = max(1, round(n * test_split)) if test_split > 0 else 0
@@ -48,7 +50,9 @@ def _permutation(n: int, seed: int) -> list[int]:
     return [int(i) for i in np.random.default_rng(seed).permutation(n)]
 
 
-def split_rows(n: int, *, train_split: float, eval_split: float, test_split: float = 0.0, seed: int = 42) -> Splits:
+def split_rows(
+    n: int, *, train_split: float, eval_split: float, test_split: float = 0.0, seed: int = 42
+) -> Splits:
     n_train, n_eval, n_test = split_counts(n, train_split, eval_split, test_split)
     order = _permutation(n, seed)
     return Splits(
@@ -59,7 +63,12 @@ def split_rows(n: int, *, train_split: float, eval_split: float, test_split: flo
 
 
 def stratified_split(
-    labels: Sequence[Hashable], *, train_split: float, eval_split: float, test_split: float = 0.0, seed: int = 42
+    labels: Sequence[Hashable],
+    *,
+    train_split: float,
+    eval_split: float,
+    test_split: float = 0.0,
+    seed: int = 42,
 ) -> Splits:
     """Each class split on its own (same rounding), so every split keeps the class shares."""
     import numpy as np
@@ -86,7 +95,9 @@ def stratified_split(
     return Splits(sorted(train), sorted(evaluation), sorted(test))
 
 
-def near_duplicates_of(test_texts: Sequence[str], train_texts: Sequence[str], threshold: float) -> list[int]:
+def near_duplicates_of(
+    test_texts: Sequence[str], train_texts: Sequence[str], threshold: float
+) -> list[int]:
     """Indices of training texts that are near duplicates of a test text (datasketch MinHash LSH)."""
     from datasketch import MinHash, MinHashLSH
 

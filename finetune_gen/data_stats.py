@@ -13,9 +13,10 @@ import math
 import os
 from array import array
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from .data_check import _RowChecker
 from .data_read import DataReader
@@ -146,7 +147,8 @@ def read_stats(
     elif reader.truncated:
         rows, extrapolated = max(count, round(count * reader.total_bytes / reader.bytes_read)), True
     warnings = [
-        f"{n} rows: {kind.replace('_', ' ')} (see finetune-gen check-data)" for kind, n in sorted(soft.items())
+        f"{n} rows: {kind.replace('_', ' ')} (see finetune-gen check-data)"
+        for kind, n in sorted(soft.items())
     ]
     return DatasetStats(
         rows=rows,

@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-
-from conftest import ROOT, run_cli
+from conftest import ROOT
 
 BAD = Path(__file__).parent / "bad_data"
 CASES = sorted(p.name[: -len(".expected")] for p in BAD.glob("*.expected"))
@@ -84,7 +82,10 @@ def test_fifo_is_refused_without_blocking(tmp_path):
     os.mkfifo(tmp_path / "data.jsonl")
     result = _run("check-data", "data.jsonl", "--format", "alpaca", cwd=tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert result.stderr == "error: dataset.path: data.jsonl is a FIFO, not a regular file; name a data file\n"
+    assert (
+        result.stderr
+        == "error: dataset.path: data.jsonl is a FIFO, not a regular file; name a data file\n"
+    )
 
 
 def _spec(tmp_path: Path, data: str) -> Path:
@@ -116,7 +117,12 @@ def _peak_rss_mb_of_child(args: list[str], cwd: Path) -> tuple[subprocess.Comple
         "print(json.dumps({'rc': r.returncode, 'err': r.stderr, 'peak': peak}))"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=TIME_LIMIT_S,
+        [sys.executable, "-c", code],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=TIME_LIMIT_S,
+        check=False,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     info = json.loads(out.stdout)
@@ -129,7 +135,9 @@ def test_one_huge_row_is_reported_not_held(tmp_path):
     good = {"instruction": "Name a colour", "input": "", "output": "Blue is a colour."}
     with open(tmp_path / "big.jsonl", "w") as handle:
         handle.write(json.dumps(good) + "\n" + json.dumps(row) + "\n" + json.dumps(good) + "\n")
-    result, peak = _peak_rss_mb_of_child(["check-data", "big.jsonl", "--format", "alpaca"], tmp_path)
+    result, peak = _peak_rss_mb_of_child(
+        ["check-data", "big.jsonl", "--format", "alpaca"], tmp_path
+    )
     assert result.returncode == 2, result.stderr
     assert "row 2: row larger than the 32 MiB row limit (40.0 MiB); not read" in result.stderr
     assert peak < 400, f"peak RSS {peak:.0f} MB: the row was held more than once"
@@ -144,9 +152,19 @@ def test_planner_refuses_a_huge_row(tmp_path):
 
 def test_csv_field_over_128_kib_is_read(tmp_path):
     long_text = "word " * 40_000  # 200 KB in one field: over csv's default 131072-character limit
-    (tmp_path / "data.csv").write_text(f"text,label\n\"{long_text}\",pos\nshort one,neg\n")
-    result = _run("check-data", "data.csv", "--format", "custom", "--columns", "text=text",
-                  "--columns", "label=label", "--json", cwd=tmp_path)
+    (tmp_path / "data.csv").write_text(f'text,label\n"{long_text}",pos\nshort one,neg\n')
+    result = _run(
+        "check-data",
+        "data.csv",
+        "--format",
+        "custom",
+        "--columns",
+        "text=text",
+        "--columns",
+        "label=label",
+        "--json",
+        cwd=tmp_path,
+    )
     assert "Traceback" not in result.stderr
     report = json.loads(result.stdout)
     assert report["rows"] == 2 and report["problems"]["count"] == 0

@@ -13,23 +13,48 @@ from finetune_gen.cli import main
 
 # Twelve rows with nothing in common but a few function words.
 DISTINCT = [
-    ("Explain photosynthesis in simple terms for a young child who is curious about plants",
-     "Plants use sunlight, water and air to make their own food and give off oxygen."),
-    ("How do I reset my password on the company portal if I forgot my old one",
-     "Open the login page, click forgot password, and follow the emailed link."),
-    ("Write a haiku about the sea at night", "Dark waves hum softly, moonlight spills on restless foam."),
-    ("What is the capital of Australia", "Canberra is the capital, not Sydney as many people think."),
-    ("Give three tips for staying healthy during winter",
-     "Eat vegetables, sleep seven hours, and keep moving even when it is cold."),
+    (
+        "Explain photosynthesis in simple terms for a young child who is curious about plants",
+        "Plants use sunlight, water and air to make their own food and give off oxygen.",
+    ),
+    (
+        "How do I reset my password on the company portal if I forgot my old one",
+        "Open the login page, click forgot password, and follow the emailed link.",
+    ),
+    (
+        "Write a haiku about the sea at night",
+        "Dark waves hum softly, moonlight spills on restless foam.",
+    ),
+    (
+        "What is the capital of Australia",
+        "Canberra is the capital, not Sydney as many people think.",
+    ),
+    (
+        "Give three tips for staying healthy during winter",
+        "Eat vegetables, sleep seven hours, and keep moving even when it is cold.",
+    ),
     ("Translate good morning into Spanish", "Buenos días."),
-    ("Summarise the plot of Romeo and Juliet in one sentence",
-     "Two young lovers from feuding families in Verona die tragically."),
-    ("Why is the sky blue", "Air molecules scatter short blue wavelengths of sunlight more than red ones."),
-    ("Suggest a name for a bakery that sells sourdough", "Crust and Crumb would suit a sourdough bakery."),
+    (
+        "Summarise the plot of Romeo and Juliet in one sentence",
+        "Two young lovers from feuding families in Verona die tragically.",
+    ),
+    (
+        "Why is the sky blue",
+        "Air molecules scatter short blue wavelengths of sunlight more than red ones.",
+    ),
+    (
+        "Suggest a name for a bakery that sells sourdough",
+        "Crust and Crumb would suit a sourdough bakery.",
+    ),
     ("Convert 100 degrees Fahrenheit to Celsius", "That is about 37.8 degrees Celsius."),
-    ("List two benefits of learning a second language",
-     "It improves memory and opens doors to jobs abroad."),
-    ("What does a compiler do", "It translates source code into machine instructions a processor runs."),
+    (
+        "List two benefits of learning a second language",
+        "It improves memory and opens doors to jobs abroad.",
+    ),
+    (
+        "What does a compiler do",
+        "It translates source code into machine instructions a processor runs.",
+    ),
 ]
 
 
@@ -40,7 +65,9 @@ def alpaca(prompt, response, **extra):
 def write_jsonl(path: Path, rows) -> Path:
     with path.open("w", encoding="utf-8") as handle:
         for row in rows:
-            handle.write((row if isinstance(row, str) else json.dumps(row, ensure_ascii=False)) + "\n")
+            handle.write(
+                (row if isinstance(row, str) else json.dumps(row, ensure_ascii=False)) + "\n"
+            )
     return path
 
 
@@ -66,23 +93,35 @@ def clean_alpaca(tmp_path):
 def planted_alpaca(tmp_path):
     rows = [alpaca(p, r) for p, r in DISTINCT]  # rows 1-12
     rows.append(alpaca(*DISTINCT[3]))  # 13: exact copy of row 4
-    rows.append(alpaca("WHAT is the  capital of\tAustralia", DISTINCT[3][1]))  # 14: copy after normalising
-    rows.append(alpaca("Ｗｈｙ is the sky blue", DISTINCT[7][1]))  # 15: fullwidth letters (NFKC) = row 8
+    rows.append(
+        alpaca("WHAT is the  capital of\tAustralia", DISTINCT[3][1])
+    )  # 14: copy after normalising
+    rows.append(
+        alpaca("Ｗｈｙ is the sky blue", DISTINCT[7][1])
+    )  # 15: fullwidth letters (NFKC) = row 8
     rows.append(  # 16: paraphrase of row 1, a few words changed
-        alpaca("Explain photosynthesis in easy words for a young kid who is curious about plants",
-               "Plants use sunlight, water and air to make their own food and release oxygen.")
+        alpaca(
+            "Explain photosynthesis in easy words for a young kid who is curious about plants",
+            "Plants use sunlight, water and air to make their own food and release oxygen.",
+        )
     )
     rows.append(alpaca("Describe the water cycle", ""))  # 17: empty output
     rows.append({"instruction": "Name a planet", "input": ""})  # 18: missing field
     rows.append('{"instruction": "Broken", "output": ')  # 19: broken JSON line
-    rows.append(alpaca("Tell me a secret", "As an AI language model, I cannot share secrets."))  # 20: refusal
+    rows.append(
+        alpaca("Tell me a secret", "As an AI language model, I cannot share secrets.")
+    )  # 20: refusal
     return write_jsonl(tmp_path / "planted.jsonl", rows)
 
 
 def test_planted_problems_are_each_found(planted_alpaca):
     code, report, stderr = check(planted_alpaca, "--format", "alpaca")
     assert code == 2
-    assert kinds_by_row(report) == {17: {"empty_field"}, 18: {"missing_field"}, 19: {"invalid_json"}}
+    assert kinds_by_row(report) == {
+        17: {"empty_field"},
+        18: {"missing_field"},
+        19: {"invalid_json"},
+    }
     assert "row 17: field 'output' (response) is empty or whitespace-only" in stderr
     assert "row 19: not valid JSON" in stderr
     assert report["duplicates"]["exact"]["listed"] == [[4, 13, 14], [8, 15]]
@@ -102,16 +141,23 @@ def test_clean_file_has_nothing_to_report(clean_alpaca):
 
 
 def test_nan_label_and_label_balance(tmp_path):
-    rows = [{"text": f"{p} {r}", "label": "pos" if i % 2 else "neg"} for i, (p, r) in enumerate(DISTINCT)]
+    rows = [
+        {"text": f"{p} {r}", "label": "pos" if i % 2 else "neg"}
+        for i, (p, r) in enumerate(DISTINCT)
+    ]
     rows.append('{"text": "unsure about this one", "label": NaN}')  # row 13
     path = write_jsonl(tmp_path / "labels.jsonl", rows)
-    code, report, _ = check(path, "--format", "custom", "--columns", "text=text", "--columns", "label=label")
+    code, report, _ = check(
+        path, "--format", "custom", "--columns", "text=text", "--columns", "label=label"
+    )
     assert code == 2
     assert kinds_by_row(report) == {13: {"nan_or_inf"}}
     assert report["labels"]["counts"] == {"neg": 6, "pos": 6}
     assert report["labels"]["below_minimum"] == ["neg", "pos"]  # under the default 10 per class
     assert any("fewer than 10 rows" in w for w in report["warnings"])
-    code, report, _ = check(path, "--format", "custom", "--columns", "text=text,label=label", "--min-per-class", "5")
+    code, report, _ = check(
+        path, "--format", "custom", "--columns", "text=text,label=label", "--min-per-class", "5"
+    )
     assert report["labels"]["below_minimum"] == []
 
 
@@ -123,14 +169,21 @@ def test_chat_roles_out_of_order_and_no_assistant(tmp_path, data_format):
         names = {"user": "human", "assistant": "gpt", "system": "system"}
         return {"conversations": [{"from": names[r], "value": c} for r, c in turns]}
 
-    rows = [conversation(("system", "Be brief."), ("user", p), ("assistant", r)) for p, r in DISTINCT[:4]]
+    rows = [
+        conversation(("system", "Be brief."), ("user", p), ("assistant", r))
+        for p, r in DISTINCT[:4]
+    ]
     rows.append(conversation(("user", "Hello"), ("user", "Anyone?"), ("assistant", "Yes.")))  # 5
     rows.append(conversation(("assistant", "I start."), ("user", "Odd.")))  # 6
     rows.append(conversation(("system", "Be brief."), ("user", "Only a question?")))  # 7
     path = write_jsonl(tmp_path / "chat.jsonl", rows)
     code, report, _ = check(path, "--format", data_format)
     assert code == 2
-    assert kinds_by_row(report) == {5: {"roles_out_of_order"}, 6: {"roles_out_of_order"}, 7: {"no_assistant_turn"}}
+    assert kinds_by_row(report) == {
+        5: {"roles_out_of_order"},
+        6: {"roles_out_of_order"},
+        7: {"no_assistant_turn"},
+    }
     # The system prompt shared by every row does not make the rows near duplicates.
     assert report["duplicates"]["near"]["clusters"] == 0
     assert 0 < report["lengths"]["learned_token_share"] < 1
@@ -139,18 +192,24 @@ def test_chat_roles_out_of_order_and_no_assistant(tmp_path, data_format):
 def test_write_clean_output_passes_and_input_is_untouched(planted_alpaca, tmp_path):
     before = hashlib.sha256(planted_alpaca.read_bytes()).hexdigest()
     out = tmp_path / "out" / "clean.jsonl"
-    result = CliRunner().invoke(main, ["check-data", str(planted_alpaca), "--format", "alpaca", "--write-clean", str(out)])
+    result = CliRunner().invoke(
+        main, ["check-data", str(planted_alpaca), "--format", "alpaca", "--write-clean", str(out)]
+    )
     assert result.exit_code == 0, result.output
     assert hashlib.sha256(planted_alpaca.read_bytes()).hexdigest() == before
     dropped = json.loads((tmp_path / "out" / "clean.report.json").read_text())["dropped"]
     reasons = {item["row"]: item["reasons"] for item in dropped["rows"]}
     assert sorted(reasons) == [13, 14, 15, 16, 17, 18, 19, 20]
-    assert reasons[16] == ["near_duplicate_of_row_1"] and reasons[13] == ["exact_duplicate_of_row_4"]
+    assert reasons[16] == ["near_duplicate_of_row_1"] and reasons[13] == [
+        "exact_duplicate_of_row_4"
+    ]
     assert reasons[19] == ["problem:invalid_json"] and reasons[20] == ["flag:refusal"]
     code, report, stderr = check(out, "--format", "alpaca")
     assert code == 0 and stderr == ""
     assert report["rows"] == 12
-    assert report["duplicates"]["exact"]["clusters"] == report["duplicates"]["near"]["clusters"] == 0
+    assert (
+        report["duplicates"]["exact"]["clusters"] == report["duplicates"]["near"]["clusters"] == 0
+    )
     assert all(flag["count"] == 0 for flag in report["quality"].values())
 
 
@@ -185,7 +244,10 @@ def test_write_clean_keeps_the_format(tmp_path, suffix):
 
 
 def test_write_clean_refuses_to_overwrite_the_input(clean_alpaca):
-    result = CliRunner().invoke(main, ["check-data", str(clean_alpaca), "--format", "alpaca", "--write-clean", str(clean_alpaca)])
+    result = CliRunner().invoke(
+        main,
+        ["check-data", str(clean_alpaca), "--format", "alpaca", "--write-clean", str(clean_alpaca)],
+    )
     assert result.exit_code == 2 and "the input is never modified" in result.stderr
 
 
@@ -194,14 +256,22 @@ def test_near_duplicates_found_for_paraphrases_not_for_distinct_rows(tmp_path):
     from finetune_gen.data_read import Record
 
     paraphrases = [
-        ("How can I reset my password on the company website if I forgot my previous one",
-         "Open the login page, click forgot password, and follow the link in the email."),
-        ("Give three tips for staying well during the winter",
-         "Eat vegetables, sleep eight hours, and keep moving even when it is cold."),
-        ("List two benefits of learning another language",
-         "It improves memory and opens doors to work abroad."),
+        (
+            "How can I reset my password on the company website if I forgot my previous one",
+            "Open the login page, click forgot password, and follow the link in the email.",
+        ),
+        (
+            "Give three tips for staying well during the winter",
+            "Eat vegetables, sleep eight hours, and keep moving even when it is cold.",
+        ),
+        (
+            "List two benefits of learning another language",
+            "It improves memory and opens doors to work abroad.",
+        ),
     ]
-    checker = DataChecker("instruction", "alpaca", {"prompt": "instruction", "input": "input", "response": "output"})
+    checker = DataChecker(
+        "instruction", "alpaca", {"prompt": "instruction", "input": "input", "response": "output"}
+    )
     rows = [alpaca(p, r) for p, r in DISTINCT + paraphrases]
     for number, row in enumerate(rows, 1):
         checker.add(Record(number, number, value=row))
@@ -212,15 +282,21 @@ def test_near_duplicates_found_for_paraphrases_not_for_distinct_rows(tmp_path):
 
 def test_near_duplicate_threshold_is_configurable(planted_alpaca):
     _, strict, _ = check(planted_alpaca, "--format", "alpaca", "--near-dup-threshold", "0.95")
-    assert strict["duplicates"]["near"]["clusters"] == 0 and strict["duplicates"]["near"]["threshold"] == 0.95
+    assert (
+        strict["duplicates"]["near"]["clusters"] == 0
+        and strict["duplicates"]["near"]["threshold"] == 0.95
+    )
 
 
 @pytest.mark.parametrize(
     "flag, prompt, response",
     [
         ("short_response", "What is the answer to the question", "42"),
-        ("repeats_prompt", "Please repeat after me the quick brown fox jumps over the lazy dog",
-         "Please repeat after me the quick brown fox jumps over the lazy dog"),
+        (
+            "repeats_prompt",
+            "Please repeat after me the quick brown fox jumps over the lazy dog",
+            "Please repeat after me the quick brown fox jumps over the lazy dog",
+        ),
         ("repetitive", "Write a story", "The cat sat on the mat. " * 30),
         ("refusal", "How do I pick a lock", "I'm sorry, but I can't help with that request."),
         ("non_text", "Encode this", "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo" * 8),
@@ -237,7 +313,10 @@ def test_quality_flags(tmp_path, flag, prompt, response):
 
 def test_lengths_estimate_says_so_and_counts_rows_over_max_seq_length(tmp_path):
     rows = [alpaca(p, r) for p, r in DISTINCT] + [alpaca("Write an essay", "word " * 400)]
-    code, report, _ = check(write_jsonl(tmp_path / "d.jsonl", rows), "--format", "alpaca", "--max-seq-length", "100")
+    code, report, _ = check(
+        write_jsonl(tmp_path / "d.jsonl", rows), "--format", "alpaca", "--max-seq-length", "100"
+    )
+    assert code == 0
     lengths = report["lengths"]
     assert lengths["estimated"] is True and "estimate" in lengths["tokenizer"]
     assert lengths["over_max_seq_length"] == 1 and lengths["max"] >= 500
@@ -279,6 +358,14 @@ def test_check_data_spec_form(tmp_path, clean_alpaca):
 def test_summary_table_without_json(planted_alpaca):
     result = CliRunner().invoke(main, ["check-data", str(planted_alpaca), "--format", "alpaca"])
     assert result.exit_code == 2
-    for words in ("exact duplicates", "near duplicates", "tokens per row", "flag refusal", "learned tokens"):
+    for words in (
+        "exact duplicates",
+        "near duplicates",
+        "tokens per row",
+        "flag refusal",
+        "learned tokens",
+    ):
         assert words in result.stdout
-    assert "error: " in result.stderr and "3 of 20 rows do not match format 'alpaca'" in result.stderr
+    assert (
+        "error: " in result.stderr and "3 of 20 rows do not match format 'alpaca'" in result.stderr
+    )

@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT
+
 from finetune_gen import data_stats
 from finetune_gen.data_read import DataReader
 from finetune_gen.data_stats import read_stats
@@ -26,7 +26,9 @@ def write_rows(path: Path, n: int) -> Path:
 
 
 def test_every_row_is_counted_past_the_old_200k_limit(tmp_path):
-    stats = read_stats(str(write_rows(tmp_path / "d.jsonl", 250_001)), "instruction", "alpaca", ALPACA)
+    stats = read_stats(
+        str(write_rows(tmp_path / "d.jsonl", 250_001)), "instruction", "alpaca", ALPACA
+    )
     assert stats.rows == 250_001 and not stats.rows_extrapolated
     assert stats.count_note == "250001 rows counted"
 
@@ -54,7 +56,9 @@ def test_the_plan_says_when_rows_are_extrapolated(tmp_path, monkeypatch):
     assert not any("extrapolated" in w for w in plan.warnings)
     monkeypatch.setattr(data_stats, "PLAN_READ_LIMIT_BYTES", 20_000)
     plan, _, _ = plan_file(spec)
-    assert any(w.startswith("dataset rows extrapolated: about ") for w in plan.warnings), plan.warnings
+    assert any(
+        w.startswith("dataset rows extrapolated: about ") for w in plan.warnings
+    ), plan.warnings
     assert abs(plan.dataset.num_examples - 5_000) < 250
 
 
@@ -85,8 +89,14 @@ def _peak_rss_mb(code: str) -> float:
         f"subprocess.run([sys.executable, '-c', {code!r}], check=True);"
         "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)"
     )
-    out = subprocess.run([sys.executable, "-c", wrapper], capture_output=True, text=True, check=True,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", wrapper],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=300,
+    )
     return float(out.stdout.strip().splitlines()[-1])
 
 

@@ -35,7 +35,9 @@ def test_a_test_split_that_does_not_fit_is_refused():
 def test_stratified_split_keeps_class_shares():
     labels = ["a"] * 600 + ["b"] * 300 + ["c"] * 100
     splits = stratified_split(labels, train_split=0.8, eval_split=0.1, test_split=0.1, seed=3)
-    assert splits == stratified_split(labels, train_split=0.8, eval_split=0.1, test_split=0.1, seed=3)
+    assert splits == stratified_split(
+        labels, train_split=0.8, eval_split=0.1, test_split=0.1, seed=3
+    )
     for part, share in ((splits.train, 0.8), (splits.eval, 0.1), (splits.test, 0.1)):
         counts = Counter(labels[i] for i in part)
         assert counts == {"a": round(600 * share), "b": round(300 * share), "c": round(100 * share)}
@@ -85,7 +87,12 @@ def test_generated_train_script_never_trains_on_the_test_rows(tmp_path, tiny_mod
     from smoke import generate, write_spec
 
     data = tiny.write_alpaca(tmp_path / "data.jsonl", rows=60)
-    spec = write_spec(tmp_path, tiny_models("llama"), data, dataset={"train_split": 0.7, "eval_split": 0.2, "test_split": 0.1})
+    spec = write_spec(
+        tmp_path,
+        tiny_models("llama"),
+        data,
+        dataset={"train_split": 0.7, "eval_split": 0.2, "test_split": 0.1},
+    )
     run = generate(spec, tmp_path / "run")
     module_spec = importlib.util.spec_from_file_location("generated_train_split", run / "train.py")
     recipe = importlib.util.module_from_spec(module_spec)
@@ -96,7 +103,7 @@ def test_generated_train_script_never_trains_on_the_test_rows(tmp_path, tiny_mod
 
     rows = [json.loads(line) for line in lines if line.strip()]
     splits = split_rows(len(rows), train_split=0.7, eval_split=0.2, test_split=0.1, seed=42)
-    key = lambda row: json.dumps(row, sort_keys=True)  # noqa: E731
+    key = lambda row: json.dumps(row, sort_keys=True)
     trained = Counter(key(r) for r in train_rows)
     assert trained == Counter(key(rows[i]) for i in splits.train)
     assert Counter(key(r) for r in eval_rows) == Counter(key(rows[i]) for i in splits.eval)
