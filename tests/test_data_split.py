@@ -109,3 +109,20 @@ def test_generated_train_script_never_trains_on_the_test_rows(tmp_path, tiny_mod
     assert Counter(key(r) for r in eval_rows) == Counter(key(rows[i]) for i in splits.eval)
     assert len(splits.test) == 6
     assert not set(splits.test) & (set(splits.train) | set(splits.eval))
+
+
+def test_preparation_fields_the_script_does_not_apply_are_warned_about(tmp_path):
+    from finetune_gen.generate import plan_file
+
+    (tmp_path / "train.jsonl").write_text(
+        '{"instruction": "Name a colour", "input": "", "output": "Blue is one."}\n' * 20
+    )
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        "base_model: meta-llama/Llama-3.1-8B\ntask_type: instruction\n"
+        "dataset: {path: train.jsonl, format: alpaca, train_split: 0.8, test_split: 0.1,\n"
+        "  mix: [{path: general.jsonl, format: alpaca, weight: 0.2}]}\n"
+        "training_config: {method: qlora, epochs: 1}\nhardware: {gpus: 1, vram_per_gpu: 24GB}\n"
+    )
+    plan, _, _ = plan_file(spec)
+    assert any(w.startswith("dataset preparation not applied by train.py: dataset.mix") for w in plan.warnings)
