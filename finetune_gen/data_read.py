@@ -228,7 +228,7 @@ class DataReader:
             for number, line, size in self._lines(handle):
                 if line is None:
                     bad_lines[number] = self._too_large(0, number, size)
-                    yield "\n"
+                    yield "\ufffd\n"  # a one-field placeholder, so the row is reported, not skipped
                     continue
                 try:
                     yield line.decode("utf-8")

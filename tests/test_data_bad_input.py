@@ -150,6 +150,21 @@ def test_planner_refuses_a_huge_row(tmp_path):
     assert result.returncode == 2 and "row 1: row larger than the 32 MiB row limit" in result.stderr
 
 
+def test_a_csv_row_over_the_row_limit_is_reported(tmp_path):
+    path = BAD.parent / "bad_data_fuzz" / "huge.csv"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text("text,label\ngood film,pos\n" + "x" * (33 * 2**20) + ",neg\nbad film,neg\n")
+    try:
+        code, stderr = _run_in_process(
+            "check-data", str(path), "--format", "custom", "--columns", "text=text,label=label"
+        )
+    finally:
+        path.unlink()
+    assert code == 2
+    assert "row 2 (line 3): row larger than the 32 MiB row limit (33.0 MiB); not read" in stderr
+    assert "1 of 3 rows do not match" in stderr
+
+
 def test_csv_field_over_128_kib_is_read(tmp_path):
     long_text = "word " * 40_000  # 200 KB in one field: over csv's default 131072-character limit
     (tmp_path / "data.csv").write_text(f'text,label\n"{long_text}",pos\nshort one,neg\n')
