@@ -59,6 +59,30 @@ def _check_roles(task: str, data_format: str, columns: dict[str, str]) -> None:
         )
 
 
+def _splits(spec: Any, rows: int) -> dict[str, Any]:
+    """The split train.py will make of these rows (row numbers of the test set, 1-based)."""
+    from .data_split import split_rows
+
+    ds = spec.dataset
+    try:
+        splits = split_rows(
+            rows,
+            train_split=ds.train_split,
+            eval_split=ds.eval_split,
+            test_split=ds.test_split,
+            seed=spec.training_config.seed,
+        )
+    except SpecError as error:
+        return {"error": error.message}
+    return {
+        "seed": spec.training_config.seed,
+        "train": len(splits.train),
+        "eval": len(splits.eval),
+        "test": len(splits.test),
+        "test_rows": [i + 1 for i in splits.test],
+    }
+
+
 def check_data_command(
     source: Path,
     *,
@@ -137,6 +161,8 @@ def check_data_command(
     report["path"] = shown
     if report["rows"] == 0:
         raise SpecError(f"{shown}: no rows")
+    if not is_data:
+        report["splits"] = _splits(spec, report["rows"])
     cleaned: dict[str, Any] | None = None
     if clean_out is not None:
         from .data_clean import write_clean
@@ -153,6 +179,12 @@ def check_data_command(
         Console(soft_wrap=False).print(summary_table(report))
         for warning in report["warnings"]:
             click.echo(f"warning: {warning}")
+        splits = report.get("splits")
+        if splits and "error" not in splits:
+            click.echo(
+                f"split (seed {splits['seed']}): train {splits['train']}, eval {splits['eval']}, "
+                f"test {splits['test']} rows (never trained on; --json lists them)"
+            )
         exact, near = report["duplicates"]["exact"], report["duplicates"]["near"]
         for label, part in (("exact duplicates", exact), ("near duplicates", near)):
             for cluster in part["listed"][:5]:

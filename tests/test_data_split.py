@@ -125,4 +125,39 @@ def test_preparation_fields_the_script_does_not_apply_are_warned_about(tmp_path)
         "training_config: {method: qlora, epochs: 1}\nhardware: {gpus: 1, vram_per_gpu: 24GB}\n"
     )
     plan, _, _ = plan_file(spec)
-    assert any(w.startswith("dataset preparation not applied by train.py: dataset.mix") for w in plan.warnings)
+    assert any(
+        w.startswith("dataset preparation not applied by train.py: dataset.mix")
+        for w in plan.warnings
+    )
+
+
+def test_check_data_spec_reports_the_split_and_the_test_rows(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from finetune_gen.cli import main
+
+    with (tmp_path / "train.jsonl").open("w") as handle:
+        for i in range(50):
+            handle.write(
+                json.dumps(
+                    {
+                        "instruction": f"Question number {i} about topic {i * i}",
+                        "input": "",
+                        "output": f"Answer {i} says {i * 7} and {i * 13} exactly",
+                    }
+                )
+                + "\n"
+            )
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        "base_model: meta-llama/Llama-3.1-8B\ntask_type: instruction\n"
+        "dataset: {path: train.jsonl, format: alpaca, train_split: 0.7, eval_split: 0.2, test_split: 0.1}\n"
+        "training_config: {seed: 5}\nhardware: {gpus: 1, vram_per_gpu: 24GB}\n"
+    )
+    result = CliRunner().invoke(main, ["check-data", str(spec), "--json"])
+    splits = json.loads(result.stdout)["splits"]
+    expected = split_rows(50, train_split=0.7, eval_split=0.2, test_split=0.1, seed=5)
+    assert splits["test_rows"] == [i + 1 for i in expected.test] and len(splits["test_rows"]) == 5
+    assert (splits["train"], splits["eval"], splits["test"]) == (35, 10, 5)
