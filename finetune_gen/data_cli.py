@@ -183,7 +183,8 @@ def check_data_command(
         if splits and "error" not in splits:
             click.echo(
                 f"split (seed {splits['seed']}): train {splits['train']}, eval {splits['eval']}, "
-                f"test {splits['test']} rows (never trained on; --json lists them)"
+                f"test {splits['test']} rows"
+                + (" (never trained on; --json lists them)" if splits["test"] else "")
             )
         exact, near = report["duplicates"]["exact"], report["duplicates"]["near"]
         for label, part in (("exact duplicates", exact), ("near duplicates", near)):
