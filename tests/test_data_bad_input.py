@@ -151,7 +151,7 @@ def test_planner_refuses_a_huge_row(tmp_path):
 
 
 def test_a_csv_row_over_the_row_limit_is_reported(tmp_path):
-    path = BAD.parent / "bad_data_fuzz" / "huge.csv"
+    path = tmp_path / "huge.csv"
     path.parent.mkdir(exist_ok=True)
     path.write_text("text,label\ngood film,pos\n" + "x" * (33 * 2**20) + ",neg\nbad film,neg\n")
     try:
@@ -192,7 +192,7 @@ def test_no_traceback_on_random_bytes(tmp_path):
     rng = random.Random(14)
     for number in range(40):
         suffix = (".jsonl", ".json", ".csv", ".parquet")[number % 4]
-        path = BAD.parent / "bad_data_fuzz" / f"f{number}{suffix}"
+        path = tmp_path / f"f{number}{suffix}"
         path.parent.mkdir(exist_ok=True)
         path.write_bytes(bytes(rng.randrange(256) for _ in range(rng.randrange(1, 400))))
         try:
