@@ -252,31 +252,53 @@ def models(show_gpus: bool) -> None:
 
 
 @main.command("check-data")
-@SPEC
+@click.argument("source", type=click.Path(dir_okay=True, path_type=Path))
+@click.option("--format", "data_format", type=click.Choice(["alpaca", "sharegpt", "chatml", "custom"]), help="SOURCE is a data file in this format (else SOURCE is a spec).")
+@click.option("--columns", "column_args", multiple=True, metavar="ROLE=FIELD", help="Field mapping, e.g. --columns prompt=question --columns response=answer.")
+@click.option("--task", "task_type", type=click.Choice(["instruction", "chat", "classification", "generation"]), help="Task (default: from the columns).")
+@click.option("--tokenizer", "tokenizer_dir", type=click.Path(path_type=Path), help="Count real tokens with this tokenizer folder.")
+@click.option("--max-seq-length", type=click.IntRange(min=1), help="Count the rows longer than this.")
+@click.option("--near-dup-threshold", type=click.FloatRange(0.05, 1.0), help="MinHash Jaccard threshold for near duplicates (default 0.5).")
+@click.option("--min-per-class", type=click.IntRange(min=1), help="Warn for classes with fewer rows (default 10).")
+@click.option("--json", "as_json", is_flag=True, help="Print the whole report as JSON.")
+@click.option("--write-clean", "clean_out", type=click.Path(path_type=Path), help="Write a deduplicated, filtered copy (same format) and its report.json.")
 @handle_errors
-def check_data(spec: Path) -> None:
-    """Check SPEC's dataset file against its declared format: rows, fields, lengths."""
-    from .data_stats import read_stats, resolve_columns
-    from .errors import SpecError
-    from .generate import _localize
-    from .spec import load_spec
+def check_data(
+    source: Path,
+    data_format: str | None,
+    column_args: tuple[str, ...],
+    task_type: str | None,
+    tokenizer_dir: Path | None,
+    max_seq_length: int | None,
+    near_dup_threshold: float | None,
+    min_per_class: int | None,
+    as_json: bool,
+    clean_out: Path | None,
+) -> None:
+    """Check a dataset: format, duplicates and near duplicates, token lengths, labels, quality flags.
 
-    loaded = load_spec(spec)
-    path, local = _localize(loaded.dataset.path, spec.resolve().parent, is_dataset=True)
-    if not local:
-        raise SpecError(f"dataset.path: {loaded.dataset.path} is not a local file; check-data reads local files only")
-    columns = resolve_columns(loaded.task_type.value, loaded.dataset.format.value, loaded.dataset.columns)
-    stats = read_stats(path, loaded.task_type.value, loaded.dataset.format.value, columns)
-    assert stats is not None
-    click.echo(f"{loaded.dataset.path}: {stats.rows} rows; fields {', '.join(stats.sample_fields)}")
-    click.echo(f"columns used: {', '.join(f'{k}={v}' for k, v in columns.items())}")
-    click.echo(
-        f"estimated tokens per row (~4 chars/token): mean {stats.mean_tokens}, "
-        f"p50 {stats.percentile_tokens(0.5)}, p99 {stats.percentile_tokens(0.99)}, max {max(stats.token_lengths)}"
+    \b
+    SOURCE is a spec (its dataset is checked) or, with --format, a data file:
+      finetune-gen check-data spec.yaml
+      finetune-gen check-data data.jsonl --format alpaca --max-seq-length 2048
+      finetune-gen check-data reviews.csv --format custom --columns text=review --columns label=stars
+      finetune-gen check-data data.jsonl --format sharegpt --write-clean clean.jsonl
+    Exit 2 when rows do not match the format (each listed with its row number).
+    """
+    from .data_cli import check_data_command
+
+    check_data_command(
+        source,
+        data_format=data_format,
+        column_args=column_args,
+        task_type=task_type,
+        tokenizer_dir=tokenizer_dir,
+        max_seq_length=max_seq_length,
+        near_dup_threshold=near_dup_threshold,
+        min_per_class=min_per_class,
+        as_json=as_json,
+        clean_out=clean_out,
     )
-    if stats.problems:
-        raise SpecError(f"{loaded.dataset.path} does not match format {loaded.dataset.format.value!r}", problems=stats.problems)
-    click.echo("format: ok")
 
 
 @main.command("check-contamination")

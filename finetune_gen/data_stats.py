@@ -8,13 +8,18 @@ it). The generated train.py counts real tokens; `check-data` reports both.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
+import os
+from array import array
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
+from .data_check import _RowChecker
+from .data_read import DataReader
 from .errors import SpecError
 
 CHARS_PER_TOKEN = 4.0
@@ -26,7 +31,10 @@ DEFAULT_COLUMNS: dict[str, dict[str, str]] = {
 }
 CLASSIFICATION_COLUMNS = {"text": "text", "label": "label"}
 GENERATION_COLUMNS = {"text": "text"}
-MAX_ROWS_READ = 200_000  # reading is linear; beyond this the statistics are extrapolated
+# Every row is counted up to this many bytes read (a 1M-row alpaca file is ~0.5 GiB; see the
+# benchmark in the README for the rate); past it the count is extrapolated from the bytes
+# read, and the plan says so.
+PLAN_READ_LIMIT_BYTES = 1 * 2**30
 
 
 def resolve_columns(
@@ -48,11 +56,16 @@ def resolve_columns(
 @dataclass
 class DatasetStats:
     rows: int
-    token_lengths: list[int] = field(repr=False)
+    token_lengths: Sequence[int] = field(repr=False)
     problems: list[str]
     sample_fields: list[str]
     file_bytes: int
     labels: list[str] = field(default_factory=list)  # distinct label values (classification)
+    # Past the reading limit the row count is extrapolated from the bytes read (and says so).
+    rows_extrapolated: bool = False
+    rows_read: int = 0
+    bytes_read: int = 0
+    warnings: list[str] = field(default_factory=list)  # soft problems: the planner warns
 
     @property
     def mean_tokens(self) -> int:
@@ -62,112 +75,91 @@ class DatasetStats:
         ordered = sorted(self.token_lengths) or [1]
         return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
 
+    @property
+    def count_note(self) -> str:
+        if not self.rows_extrapolated:
+            return f"{self.rows} rows counted"
+        return (
+            f"about {self.rows} rows, extrapolated from the first {self.bytes_read / 2**20:.0f} MiB "
+            f"({self.rows_read} rows) of {self.file_bytes / 2**20:.0f} MiB"
+        )
+
 
 def is_local_file(path: str) -> bool:
     return Path(path).expanduser().is_file()
 
 
-def _rows(path: Path) -> Iterator[dict[str, Any]]:
-    suffix = path.suffix.lower()
-    if suffix == ".jsonl":
-        with path.open(encoding="utf-8") as handle:
-            for number, line in enumerate(handle, 1):
-                if line.strip():
-                    try:
-                        yield json.loads(line)
-                    except json.JSONDecodeError as error:
-                        raise SpecError(f"{path}:{number}: not valid JSON ({error.msg})") from None
-    elif suffix == ".json":
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as error:
-            raise SpecError(
-                f"{path}:{error.lineno}:{error.colno}: not valid JSON ({error.msg})"
-            ) from None
-        if isinstance(data, dict):  # {"train": [...]} or {"data": [...]}
-            data = next((v for v in data.values() if isinstance(v, list)), [data])
-        yield from data
-    elif suffix == ".csv":
-        with path.open(encoding="utf-8", newline="") as handle:
-            yield from csv.DictReader(handle)
-    elif suffix == ".parquet":
-        try:
-            import pyarrow.parquet as pq  # optional: only to count a parquet file's rows
-        except ImportError:
-            return
-        yield from pq.read_table(path).to_pylist()
-    else:
-        raise SpecError(
-            f"dataset.path: unsupported file type {suffix!r}; use .json, .jsonl, .csv or .parquet"
-        )
-
-
 def _row_text(row: dict[str, Any]) -> str:
-    return json.dumps(row, ensure_ascii=False)
+    return json.dumps(row, ensure_ascii=False, default=str)
 
 
-def row_problems(
-    row: Any, index: int, task_type: str, data_format: str, columns: dict[str, str]
-) -> list[str]:
-    """Format problems of one row, named by row and field (the same checks train.py makes)."""
-    if not isinstance(row, dict):
-        return [f"row {index}: expected an object, got {type(row).__name__}"]
-    problems = []
-    if "messages" in columns:
-        turns = row.get(columns["messages"])
-        keys = ("from", "value") if data_format == "sharegpt" else ("role", "content")
-        if not isinstance(turns, list) or not turns:
-            problems.append(
-                f"row {index}: field {columns['messages']!r} must be a non-empty list of turns"
-            )
-        else:
-            for number, turn in enumerate(turns):
-                if not isinstance(turn, dict) or any(k not in turn for k in keys):
-                    problems.append(
-                        f"row {index}, turn {number}: expected keys {keys[0]!r} and {keys[1]!r}"
-                    )
-                    break
-        return problems
-    optional = {"input", "system"}
-    for role, name in columns.items():
-        if role in optional:
-            continue
-        value = row.get(name)
-        if value is None or (isinstance(value, str) and not value.strip()):
-            problems.append(
-                f"row {index}: field {name!r} ({role}) is missing or empty; found {sorted(row)}"
-            )
-    return problems
+# Problems train.py's chat template may still accept: the planner warns rather than refuses.
+SOFT_PROBLEMS = {"roles_out_of_order", "no_assistant_turn"}
 
 
 def read_stats(
-    path: str, task_type: str, data_format: str, columns: dict[str, str]
+    path: str,
+    task_type: str,
+    data_format: str,
+    columns: dict[str, str],
+    *,
+    max_bytes: int | None | str = "default",
 ) -> DatasetStats | None:
-    """Statistics of a local dataset file, or None for a hub id (not at hand)."""
+    """Statistics of a local dataset file, or None for a hub id (not at hand).
+
+    Every row is read (streaming, bounded memory) up to ``max_bytes``; past it the row count is
+    extrapolated from the bytes read and ``rows_extrapolated`` is set. A path that exists but is
+    a directory, a FIFO or a device is refused (it is not planned with default sizes).
+    """
     file = Path(path).expanduser()
-    if not file.is_file():
+    if not os.path.lexists(file):
         return None
-    lengths: list[int] = []
+    limit = PLAN_READ_LIMIT_BYTES if max_bytes == "default" else max_bytes
+    reader = DataReader(file, max_bytes=limit)  # type: ignore[arg-type]
+    checker = _RowChecker(task_type, data_format, columns)
+    lengths = array("I")
     labels: set[str] = set()
     problems: list[str] = []
+    soft: Counter[str] = Counter()
     sample_fields: list[str] = []
-    for index, row in enumerate(_rows(file), 1):  # numbered from 1, as train.py reports rows
-        if index > MAX_ROWS_READ:
-            break
-        if index == 1 and isinstance(row, dict):
-            sample_fields = sorted(row)
-        if len(problems) < 20:
-            problems += row_problems(row, index, task_type, data_format, columns)
-        lengths.append(max(1, math.ceil(len(_row_text(row)) / CHARS_PER_TOKEN)))
-        if "label" in columns and isinstance(row, dict) and row.get(columns["label"]) is not None:
-            labels.add(str(row[columns["label"]]))
-    if not lengths:
+    count = 0
+    for record in reader:
+        count += 1
+        if count == 1 and isinstance(record.value, dict):
+            sample_fields = sorted(record.value)
+        if record.problem is not None:
+            if len(problems) < 20:
+                problems.append(f"{record.where}: {record.problem}")
+            continue
+        example, found = checker.check(record)
+        for item in found:
+            if item.kind in SOFT_PROBLEMS:
+                soft[item.kind] += 1
+            elif len(problems) < 20:
+                problems.append(item.text())
+        lengths.append(max(1, math.ceil(len(_row_text(record.value)) / CHARS_PER_TOKEN)))
+        if example is not None and example.label is not None and len(labels) < 10_000:
+            labels.add(example.label)
+    if count == 0:
         raise SpecError(f"dataset.path: {path} has no rows")
+    rows, extrapolated = count, False
+    if reader.total_rows is not None:
+        rows = reader.total_rows
+    elif reader.truncated:
+        rows, extrapolated = max(count, round(count * reader.total_bytes / reader.bytes_read)), True
+    warnings = [
+        f"{n} rows: {kind.replace('_', ' ')} (see finetune-gen check-data)"
+        for kind, n in sorted(soft.items())
+    ]
     return DatasetStats(
-        rows=len(lengths),
+        rows=rows,
         token_lengths=lengths,
         problems=problems,
         sample_fields=sample_fields,
-        file_bytes=file.stat().st_size,
+        file_bytes=reader.total_bytes,
         labels=sorted(labels),
+        rows_extrapolated=extrapolated,
+        rows_read=count,
+        bytes_read=reader.bytes_read,
+        warnings=warnings,
     )

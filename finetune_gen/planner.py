@@ -154,6 +154,10 @@ class Planner:
                 )
             rows = self.stats.rows
             tokens = self.stats.mean_tokens
+            if self.stats.rows_extrapolated:
+                self.warn("dataset rows extrapolated", self.stats.count_note, "dataset.path")
+            for note in self.stats.warnings:
+                self.warn("dataset rows to review", note, "dataset.path")
         else:
             rows = ds.num_examples or DEFAULT_NUM_EXAMPLES
             tokens = ds.avg_tokens_per_example or DEFAULT_TOKENS_PER_EXAMPLE
@@ -164,6 +168,22 @@ class Planner:
                     f"time and epochs assume {DEFAULT_NUM_EXAMPLES} rows",
                     "dataset.num_examples",
                 )
+        unapplied = [
+            name
+            for name, value in (
+                ("mix", ds.mix),
+                ("stratify", ds.stratify),
+                ("remove_test_near_duplicates", ds.remove_test_near_duplicates),
+            )
+            if value
+        ]
+        if unapplied:  # spec fields with helpers in data_split.py, not yet in the generated script
+            self.warn(
+                "dataset preparation not applied by train.py",
+                f"dataset.{', dataset.'.join(unapplied)}: the generated train.py does not apply "
+                "this yet (see finetune_gen/data_split.py)",
+                f"dataset.{unapplied[0]}",
+            )
         if ds.eval_split > 0 and rows * ds.eval_split < 1:
             self.warn(
                 "eval split rounds to zero rows",

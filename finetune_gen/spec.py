@@ -159,6 +159,23 @@ class DatasetSpec(_Strict):
         None, gt=0, le=10**7, description="Mean tokens per row, when the file is not at hand."
     )
 
+    # Dataset preparation (issue 14): test split, stratification, near-duplicate handling, mixing.
+    test_split: float = Field(
+        0.0, ge=0, lt=1, description="Fraction held out as a test set: written out, never trained on."
+    )
+    stratify: bool = Field(
+        False, description="classification: split train/eval/test keeping each class's share."
+    )
+    near_dup_threshold: float | None = Field(
+        None, gt=0, le=1, description="MinHash Jaccard threshold for near duplicates (check-data; default 0.4)."
+    )
+    remove_test_near_duplicates: bool = Field(
+        False, description="Drop training rows that are near duplicates of test rows."
+    )
+    mix: list["MixSpec"] | None = Field(
+        None, description="Extra datasets sampled into training (against forgetting), each with a weight or a row count."
+    )
+
     @field_validator("columns")
     @classmethod
     def _known_roles(cls, value: dict[str, str] | None) -> dict[str, str] | None:
@@ -175,11 +192,37 @@ class DatasetSpec(_Strict):
     def _splits_fit(self) -> "DatasetSpec":
         if self.train_split + self.eval_split > 1.0 + 1e-9:
             raise ValueError("train_split + eval_split must not exceed 1")
+        if self.test_split and self.train_split + self.eval_split + self.test_split > 1.0 + 1e-9:
+            raise ValueError("train_split + eval_split + test_split must not exceed 1")
+        weights = sum(m.weight or 0 for m in self.mix or [])
+        if weights >= 1:
+            raise ValueError("mix: the weights must add up to less than 1 (the rest is this dataset)")
         if self.format == DatasetFormat.custom and not self.columns:
             raise ValueError(
                 "format 'custom' needs a `columns` mapping, e.g. {prompt: question, response: answer}"
             )
         return self
+
+
+class MixSpec(_Strict):
+    """One extra dataset mixed into training: `weight` (share of the training rows) or `rows`."""
+
+    path: str = Field(description="Local .json/.jsonl/.csv/.parquet file, or a hub dataset id.")
+    format: DatasetFormat = Field(description="alpaca | sharegpt | chatml | custom")
+    columns: dict[str, str] | None = Field(None, description="Field mapping for `custom`.")
+    weight: float | None = Field(
+        None, gt=0, lt=1, description="Share of the mixed training set drawn from this dataset."
+    )
+    rows: int | None = Field(None, gt=0, description="Rows drawn from this dataset.")
+
+    @model_validator(mode="after")
+    def _one_amount(self) -> "MixSpec":
+        if (self.weight is None) == (self.rows is None):
+            raise ValueError("give exactly one of `weight` (e.g. 0.2) or `rows`")
+        return self
+
+
+DatasetSpec.model_rebuild()
 
 
 class LoraSpec(_Strict):
