@@ -184,6 +184,8 @@ class Planner:
             num_examples=rows,
             avg_tokens_per_example=tokens,
             counted_from_file=self.stats is not None,
+            system_message=ds.system_message,
+            skip_bad_rows=ds.skip_bad_rows,
         )
 
     # ------------------------------------------------------------ hardware

@@ -109,6 +109,15 @@ class DatasetSpec(_Strict):
     avg_tokens_per_example: int | None = Field(
         None, gt=0, description="Mean tokens per row, when the file is not at hand."
     )
+    system_message: Literal["merge", "drop", "error"] = Field(
+        "merge",
+        description="System messages when the chat template has no system role (Gemma 2, Mistral"
+        " v0.1): merge them into the first user turn, drop them, or stop with an error.",
+    )
+    skip_bad_rows: bool = Field(
+        False,
+        description="train.py skips (and counts) malformed rows instead of stopping on them.",
+    )
 
     @field_validator("columns")
     @classmethod
