@@ -341,6 +341,11 @@ def _local_template(folder: Path) -> str | None:
     return None
 
 
+def local_chat_template(folder: Path) -> str | None:
+    """A local model folder's chat template text (chat_template.jinja or tokenizer_config.json)."""
+    return _local_template(folder)
+
+
 # ----------------------------------------------------------------------------- resolution
 
 

@@ -247,3 +247,36 @@ def test_check_data_json_and_two_training_steps(tmp_path, tiny_models, name):
 
     tokenizer = AutoTokenizer.from_pretrained(tmp_path / "out")
     assert tokenizer.convert_tokens_to_ids(family.closing) in stop
+
+
+@pytest.mark.parametrize("name", TEMPLATED)
+def test_plan_time_reading_of_the_system_role_matches_the_script(name):
+    """finetune_gen reads the template's system role without transformers, like train.py does."""
+    from finetune_gen.prompts import template_system_role
+
+    assert template_system_role(FAMILIES[name].template) == FAMILIES[name].system
+
+
+@pytest.mark.parametrize("policy", ["merge", "drop", "error"])
+def test_plan_says_when_a_local_template_has_no_system_role(tmp_path, tiny_models, policy):
+    from conftest import run_cli
+
+    data = write_conversations(tmp_path / "chat.jsonl", conversations(6))
+    spec = write_spec(
+        tmp_path,
+        tiny_models("llama", family="gemma2"),
+        data,
+        task_type="chat",
+        format="chatml",
+        dataset={"system_message": policy},
+    )
+    result = run_cli("plan", spec, "--json")
+    assert result.returncode == 0, result.stderr
+    warnings = json.loads(result.stdout)["plan"]["warnings"]
+    (warning,) = [w for w in warnings if w.startswith("the chat template has no system role")]
+    assert f"dataset.system_message: {policy}" in warning
+    config = (generate(spec, tmp_path / "run") / "config.yaml").read_text()
+    assert f'system_message: "{policy}"' in config
+    plain = write_spec(tmp_path, tiny_models("llama", family="llama3"), data, task_type="chat", format="chatml")
+    warnings = json.loads(run_cli("plan", plain, "--json").stdout)["plan"]["warnings"]
+    assert not any("system role" in w for w in warnings)
