@@ -280,3 +280,65 @@ def test_plan_says_when_a_local_template_has_no_system_role(tmp_path, tiny_model
     plain = write_spec(tmp_path, tiny_models("llama", family="llama3"), data, task_type="chat", format="chatml")
     warnings = json.loads(run_cli("plan", plain, "--json").stdout)["plan"]["warnings"]
     assert not any("system role" in w for w in warnings)
+
+
+# ---------------------------------------------------------------- property: random conversations
+
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+# Text as users write it: words, digits, punctuation, accents, CJK, emoji, inner spaces and
+# newlines (no "<", so no text can spell a special token).
+_TEXT = st.text(
+    alphabet=st.sampled_from(list("abcxyz ABC019.,!?'\"-_\n") + ["é", "ß", "日", "本", "🙂", "\t"]),
+    min_size=1,
+    max_size=24,
+).filter(lambda text: text.strip())
+
+
+@st.composite
+def _conversation(draw):
+    messages = [{"role": "system", "content": draw(_TEXT)}] if draw(st.booleans()) else []
+    for _ in range(draw(st.integers(1, 3))):
+        messages += [
+            {"role": "user", "content": draw(_TEXT)},
+            {"role": "assistant", "content": draw(_TEXT)},
+        ]
+    return messages
+
+
+@pytest.mark.parametrize("name", ["chatml", "llama2", "gemma3", "qwen3", "phi3"])
+def test_property_learned_text_is_the_assistant_contents_plus_end_of_turn(
+    tmp_path, tiny_models, name
+):
+    family = FAMILIES[name]
+    data = write_conversations(tmp_path / "chat.jsonl", conversations(4))
+    recipe = load_recipe(
+        tmp_path, tiny_models("llama", family=name), data, task_type="chat", format="chatml"
+    )
+    tokenizer = recipe.setup_tokenizer()
+    closing = tokenizer.convert_tokens_to_ids(family.closing)
+
+    @settings(
+        max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), database=None
+    )
+    @given(_conversation())
+    def check(messages):
+        batch = {"messages": [messages], recipe.ROW: [1]}
+        encoded = recipe.encode_batch(batch, tokenizer)
+        assert encoded["problem"] == [""]
+        ids, labels = encoded["input_ids"][0], encoded["labels"][0]
+        expected = tokenizer.apply_chat_template(
+            as_given_to_template(family, messages), tokenize=True
+        )["input_ids"][: recipe.MAX_SEQ_LENGTH]
+        assert ids == expected
+        runs = recipe.learned_runs({"labels": labels})
+        replies = [m["content"] for m in messages if m["role"] == "assistant"]
+        assert len(runs) == len(replies)
+        for (start, end), reply in zip(runs, replies):
+            assert ids[end - 1] == closing
+            text = tokenizer.decode(ids[start : end - 1])
+            assert " ".join(text.split()) == " ".join(reply.split())
+
+    check()
