@@ -192,22 +192,46 @@ def test_ignored_message_keys_are_reported_once(tmp_path, tiny_models, capsys):
     assert out.count("Message keys the chat template does not read (ignored): ['weight']") == 1
 
 
+def with_template(model, folder, template):
+    """A copy of a tiny model folder whose tokenizer has another chat template."""
+    folder.mkdir()
+    for path in model.iterdir():
+        (folder / path.name).write_bytes(path.read_bytes())
+    config = json.loads((model / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    (folder / "chat_template.jinja").write_text(template)
+    return folder
+
+
+def test_generation_marks_of_the_template_are_used(tmp_path, tiny_models):
+    template = (
+        "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' }}"
+        "{% if m['role'] == 'assistant' %}{% generation %}{{ m['content'] + '<|im_end|>' }}"
+        "{% endgeneration %}{% else %}{{ m['content'] + '<|im_end|>' }}{% endif %}{{ '\\n' }}"
+        "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+    )
+    model = with_template(tiny_models("llama", family="chatml"), tmp_path / "marked", template)
+    items = conversations(6)
+    data = write_conversations(tmp_path / "chat.jsonl", items)
+    recipe = load_recipe(tmp_path, model, data, task_type="chat", format="chatml")
+    tokenizer = recipe.setup_tokenizer()
+    assert recipe.template_facts(tokenizer)["generation_marks"]
+    records = recipe.check_data_records(tokenizer, recipe.load_file_rows())
+    for record, messages in zip(records, items):
+        assert record["input_ids"] == tokenizer.apply_chat_template(messages)["input_ids"]
+        replies = [m["content"] + "<|im_end|>" for m in messages if m["role"] == "assistant"]
+        assert record["learned"] == replies
+
+
 def test_a_template_that_does_not_close_assistant_turns_is_refused(tmp_path, tiny_models):
     """A ChatML-like template without <|im_end|> after assistant turns: special tokens inside
     the span (<|im_start|>) must not pass for an end-of-turn."""
-    model = tiny_models("llama", family="chatml")
-    config = json.loads((model / "tokenizer_config.json").read_text())
-    broken = tmp_path / "broken"
-    broken.mkdir()
-    for path in model.iterdir():
-        (broken / path.name).write_bytes(path.read_bytes())
     template = (
         "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] }}"
         "{% if m['role'] != 'assistant' %}{{ '<|im_end|>' }}{% endif %}{{ '\\n' }}{% endfor %}"
     )
-    (broken / "chat_template.jinja").write_text(template)
-    config.pop("chat_template", None)
-    (broken / "tokenizer_config.json").write_text(json.dumps(config))
+    broken = with_template(tiny_models("llama", family="chatml"), tmp_path / "broken", template)
     data = write_conversations(tmp_path / "chat.jsonl", conversations(4))
     recipe = load_recipe(tmp_path, broken, data, task_type="chat", format="chatml")
     tokenizer = recipe.setup_tokenizer()

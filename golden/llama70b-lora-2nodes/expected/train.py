@@ -26,6 +26,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -464,11 +465,9 @@ def template_facts(tokenizer):
             {"role": "user", "content": PROBE["user"]},
             {"role": "assistant", "content": PROBE["assistant"]},
         ]
-        try:
+        try:  # a template that cannot render a plain user/assistant pair stops the run
             text = tokenizer.apply_chat_template(turns, tokenize=False)
-        except (
-            TEMPLATE_ERRORS
-        ) as error:  # a template that cannot render a plain user/assistant pair
+        except TEMPLATE_ERRORS as error:
             raise SystemExit(
                 f"{BASE_MODEL}: the chat template cannot render a conversation: {error}"
             ) from None
@@ -485,8 +484,10 @@ def template_facts(tokenizer):
             system = "kept" if PROBE["system"] in with_system else "ignored"
         except TEMPLATE_ERRORS:  # e.g. "System role not supported"
             system = "refused"
-        template = tokenizer.chat_template or ""
-        marks = "generation" in template and "endgeneration" in template
+        marks = (
+            re.search(r"{%-?\s*generation\s*-?%}", tokenizer.chat_template or "")
+            is not None
+        )
         _TEMPLATE_FACTS[key] = {
             "system": system,
             "closing": closing,
@@ -871,8 +872,6 @@ def describe_template(tokenizer, rows):
             )
             + f" (dataset.system_message: {SYSTEM_MESSAGE})"
         )
-    import re
-
     keys = {key for messages in sample for m in messages for key in m} - {
         "role",
         "content",
