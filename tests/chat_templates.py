@@ -265,6 +265,8 @@ FAMILIES: dict[str, Family] = {
     "zephyr": Family(ZEPHYR, "spm", closing="</s>", **SPM),
     # A GPT-2 style base model: no chat template, BOS == EOS.
     "gpt2": Family(None, "bpe", eos="<|endoftext|>", closing="<|endoftext|>", bos="<|endoftext|>"),
+    # A Llama-2-style base model: SentencePiece-style tokenizer that adds BOS, no template.
+    "llama2-base": Family(None, "spm", closing="</s>", **SPM),
 }
 TEMPLATED = sorted(name for name, family in FAMILIES.items() if family.template)
 

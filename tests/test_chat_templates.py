@@ -92,23 +92,28 @@ def test_each_family_learns_assistant_text_and_its_end_of_turn(tmp_path, tiny_mo
     assert tokenizer.eos_token_id in stop
 
 
-def test_bos_equal_to_eos_instruction_tuning_learns_eos(tmp_path, tiny_models):
-    """GPT-2 style (BOS == EOS, no template): EOS ends the response and is learned; it used to
-    be discarded with BOS ("expected one of [] among its tokens")."""
-    model = tiny_models("llama", family="gpt2")
+@pytest.mark.parametrize("name", ["gpt2", "llama2-base"])
+def test_instruction_tuning_tokenizes_the_whole_text_once_and_learns_eos(
+    tmp_path, tiny_models, name
+):
+    """Alpaca prompts on base models: GPT-2 style (BOS == EOS; EOS used to be discarded with
+    BOS: "expected one of [] among its tokens") and SentencePiece style (segments tokenized
+    apart each got a "▁"): ids are the tokenization of the whole text, response + EOS learned."""
+    family = FAMILIES[name]
     data = tiny.write_alpaca(tmp_path / "a.jsonl", rows=8)
-    recipe = load_recipe(tmp_path, model, data)
+    recipe = load_recipe(tmp_path, tiny_models("llama", family=name), data)
     assert recipe.PROMPT_FORMAT == "alpaca"
     tokenizer = recipe.setup_tokenizer()
-    assert tokenizer.bos_token_id == tokenizer.eos_token_id
     train, _ = recipe.build_datasets(tokenizer, *recipe.load_rows())
+    assert len(train) == 6  # 0.8 of 8 rows, rounded
     rows = [json.loads(line) for line in data.read_text().splitlines()]
     for record, row in zip(recipe.check_data_records(tokenizer, recipe.load_file_rows()), rows):
         (learned,) = record["learned"]
-        assert learned == row["output"] + "<|endoftext|>"
-        # One tokenization of the whole text: what inference sees for the prompt, then the answer.
-        assert record["input_ids"] == tokenizer(tokenizer.decode(record["input_ids"]))["input_ids"]
-    assert len(train) == 6  # 0.8 of 8 rows, rounded
+        assert learned.endswith(family.eos)
+        assert learned[: -len(family.eos)].strip() == row["output"]
+        user = row["instruction"] + (f"\n\n{row['input']}" if row["input"] else "")
+        text = recipe.ALPACA_PROMPT.format(instruction=user) + row["output"] + family.eos
+        assert record["input_ids"] == tokenizer(text)["input_ids"]
 
 
 def test_base_model_gets_chatml_and_stops_at_im_end(tmp_path, tiny_models):

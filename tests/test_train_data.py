@@ -250,3 +250,42 @@ def test_base_model_trained_on_chatml_stops_at_im_end(tmp_path, tiny_models):
     output = model.generate(ids, max_new_tokens=20, do_sample=False)
     new = output[0, ids.shape[1] :].tolist()
     assert im_end in new and len(new) < 20, tokenizer.decode(new)
+
+
+def test_check_data_json_for_classification_and_generation(tmp_path, tiny_models, capsys):
+    import argparse
+
+    args = argparse.Namespace(json=True, check_data_rows=3)
+    data = tiny.write_classification(tmp_path / "c.csv", rows=12)
+    (tmp_path / "cls").mkdir()
+    recipe = load_recipe(
+        tmp_path / "cls",
+        tiny_models("llama"),
+        data,
+        task_type="classification",
+        format="custom",
+        dataset={"columns": {"text": "review", "label": "sentiment"}},
+    )
+    recipe.check_data(args)
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["row"] for r in records] == [1, 2, 3]
+    assert [r["learned"] for r in records] == [["negative"], ["neutral"], ["positive"]]  # the file's
+    assert all(r["labels"] == recipe.LABELS.index(r["learned"][0]) for r in records)
+
+    text = tiny.write_text(tmp_path / "t.jsonl", rows=10)
+    (tmp_path / "gen").mkdir()
+    recipe = load_recipe(
+        tmp_path / "gen",
+        tiny_models("llama"),
+        text,
+        task_type="generation",
+        format="custom",
+        dataset={"columns": {"text": "body"}},
+    )
+    recipe.check_data(args)
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    bodies = [json.loads(line)["body"] for line in text.read_text().splitlines()]
+    assert [r["row"] for r in records] == [1, 2, 3]
+    for record, body in zip(records, bodies):
+        assert record["labels"] == record["input_ids"]
+        assert body in record["learned"][0]
