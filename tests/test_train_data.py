@@ -266,6 +266,7 @@ def test_check_data_json_for_classification_and_generation(tmp_path, tiny_models
         format="custom",
         dataset={"columns": {"text": "review", "label": "sentiment"}},
     )
+    capsys.readouterr()  # what importing the script printed
     recipe.check_data(args)
     records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["row"] for r in records] == [1, 2, 3]
@@ -282,6 +283,7 @@ def test_check_data_json_for_classification_and_generation(tmp_path, tiny_models
         format="custom",
         dataset={"columns": {"text": "body"}},
     )
+    capsys.readouterr()  # what importing the script printed
     recipe.check_data(args)
     records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     bodies = [json.loads(line)["body"] for line in text.read_text().splitlines()]
