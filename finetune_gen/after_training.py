@@ -8,8 +8,8 @@ computed here from the plan and the estimate, so the templates only present them
 from __future__ import annotations
 
 import json
-import re
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 

@@ -340,6 +340,11 @@ def _local_template(folder: Path) -> str | None:
     return None
 
 
+def local_chat_template(folder: Path) -> str | None:
+    """A local model folder's chat template text (chat_template.jinja or tokenizer_config.json)."""
+    return _local_template(folder)
+
+
 # Sizes a config.json must hold as positive whole numbers, and the largest we believe.
 _SIZE_KEYS = {
     "hidden_size": ("hidden_size", "n_embd", "d_model"),

@@ -194,6 +194,12 @@ class _RowChecker:
             return None
         if role == "label":
             return self._label(value, name, problem)
+        if (
+            isinstance(value, (int, float))
+            and not isinstance(value, (bool, OversizedNumber))
+            and math.isfinite(value)
+        ):
+            value = str(value)  # a number in a text column is its text, as train.py reads it
         if not isinstance(value, str) or isinstance(value, OversizedNumber):
             problem(
                 "mistyped_field",

@@ -67,6 +67,8 @@ class DatasetPlan(_Frozen):
     num_examples: int
     avg_tokens_per_example: int
     counted_from_file: bool
+    system_message: str = "merge"  # merge | drop | error, for templates without a system role
+    skip_bad_rows: bool = False
 
 
 class GuardsPlan(_Frozen):

@@ -17,7 +17,15 @@ from typing import Any
 
 from . import __version__
 from .architecture import Architecture
-from .catalog import GPU, ResolvedModel, get_gpu, guess_gpu, list_gpus, resolve_model
+from .catalog import (
+    GPU,
+    ResolvedModel,
+    get_gpu,
+    guess_gpu,
+    list_gpus,
+    local_chat_template,
+    resolve_model,
+)
 from .data_stats import DatasetStats, read_stats, resolve_columns
 from .errors import NoFitError, SpecError
 from .estimate import estimate_memory
@@ -42,6 +50,7 @@ from .plan import (
     Plan,
     QuantizationPlan,
 )
+from .prompts import template_system_role
 from .shape import build_shape
 from .spec import Spec
 
@@ -147,7 +156,14 @@ class Planner:
     def dataset_plan(self) -> DatasetPlan:
         ds = self.spec.dataset
         if self.stats is not None:
-            if self.stats.problems:
+            if self.stats.problems and ds.skip_bad_rows:
+                # train.py skips and counts them (dataset.skip_bad_rows): said, not refused.
+                self.warn(
+                    "malformed rows will be skipped",
+                    f"{len(self.stats.problems)} problem(s), e.g. " + "; ".join(self.stats.problems[:3]),
+                    "dataset.skip_bad_rows",
+                )
+            elif self.stats.problems:
                 raise SpecError(
                     f"dataset.path: {ds.path} does not match format {ds.format.value!r}",
                     problems=self.stats.problems[:10],
@@ -199,6 +215,8 @@ class Planner:
             num_examples=rows,
             avg_tokens_per_example=tokens,
             counted_from_file=self.stats is not None,
+            system_message=ds.system_message,
+            skip_bad_rows=ds.skip_bad_rows,
         )
 
     # ------------------------------------------------------------ hardware
@@ -704,6 +722,7 @@ class Planner:
                 f"{eval_rows} evaluation rows for {ctx.world_size} GPUs; raise dataset.eval_split",
                 "dataset.eval_split",
             )
+        self.check_system_role(ctx, data)
         sharded = draft.distributed in ("deepspeed_zero3", "fsdp")
         if draft.method == "qlora" and sharded:
             self.warn(
@@ -726,6 +745,24 @@ class Planner:
                 "models; if training fails, turn gradient_checkpointing off and lower the micro-batch",
                 "training_config.gradient_checkpointing",
             )
+
+    def check_system_role(self, ctx: Context, data: DatasetPlan) -> None:
+        """A local model's chat template without a system role, said at plan time."""
+        if ctx.prompt_format != "chat_template" or self.model.path is None:
+            return
+        template = local_chat_template(self.model.path)
+        if template is None or template_system_role(template) != "refused":
+            return
+        action = {
+            "merge": "train.py merges system messages into the first user turn",
+            "drop": "train.py drops system messages",
+            "error": "train.py stops on any row with a system message",
+        }[data.system_message]
+        self.warn(
+            "the chat template has no system role",
+            f"it raises on system messages; {action} (dataset.system_message: {data.system_message})",
+            "dataset.system_message",
+        )
 
     def _decide_final(
         self, decisions: dict[str, Decision], draft: _Draft, ctx: Context, effective: int

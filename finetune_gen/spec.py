@@ -175,6 +175,15 @@ class DatasetSpec(_Strict):
     mix: list["MixSpec"] | None = Field(
         None, description="Extra datasets sampled into training (against forgetting), each with a weight or a row count."
     )
+    system_message: Literal["merge", "drop", "error"] = Field(
+        "merge",
+        description="System messages when the chat template has no system role (Gemma 2, Mistral"
+        " v0.1): merge them into the first user turn, drop them, or stop with an error.",
+    )
+    skip_bad_rows: bool = Field(
+        False,
+        description="train.py skips (and counts) malformed rows instead of stopping on them.",
+    )
 
     @field_validator("columns")
     @classmethod

@@ -101,6 +101,76 @@ def build_tokenizer(
     return fast
 
 
+def _byte_fallback_bpe(tokenizer, specials: list[str]):
+    """The trained Metaspace BPE with <0x00>..<0xFF> in its vocabulary and byte_fallback on, as
+    SentencePiece-converted tokenizers (Llama 2, Mistral, Gemma, Phi-3) have."""
+    from tokenizers import Tokenizer
+
+    data = json.loads(tokenizer.to_str())
+    vocab = data["model"]["vocab"]
+    for byte in range(256):
+        vocab.setdefault(f"<0x{byte:02X}>", len(vocab))
+    data["model"]["byte_fallback"] = True
+    data["model"]["unk_token"] = "<unk>"
+    return Tokenizer.from_str(json.dumps(data))
+
+
+def build_family_tokenizer(folder: Path, name: str):
+    """A tokenizer shaped like a real family's (tests/chat_templates.py), saved in ``folder``."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from chat_templates import FAMILIES
+
+    family = FAMILIES[name]
+    own = [family.eos, family.bos, family.pad, "<unk>", *family.specials]
+    specials = list(dict.fromkeys(t for t in own if t))
+    lines = corpus() + [family.template or ""]
+    if family.kind == "spm":
+        tokenizer = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
+        tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="first", split=False)
+        tokenizer.decoder = decoders.Sequence(
+            [
+                decoders.Replace("\u2581", " "),
+                decoders.ByteFallback(),
+                decoders.Fuse(),
+                decoders.Strip(" ", 1, 0),
+            ]
+        )
+        trainer = trainers.BpeTrainer(vocab_size=700, special_tokens=specials)
+        tokenizer.train_from_iterator(lines, trainer)
+        decoder, pre = tokenizer.decoder, tokenizer.pre_tokenizer
+        tokenizer = _byte_fallback_bpe(tokenizer, specials)
+        tokenizer.decoder, tokenizer.pre_tokenizer = decoder, pre
+    else:
+        tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
+        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tokenizer.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=600, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        )
+        tokenizer.train_from_iterator(lines, trainer)
+    if family.add_bos:
+        bos_id = tokenizer.token_to_id(family.bos)
+        tokenizer.post_processor = processors.TemplateProcessing(
+            single=f"{family.bos} $A", pair=f"{family.bos} $A {family.bos} $B", special_tokens=[(family.bos, bos_id)]
+        )
+    kwargs = {"eos_token": family.eos, "unk_token": "<unk>"}
+    if family.bos:
+        kwargs["bos_token"] = family.bos
+    if family.pad:
+        kwargs["pad_token"] = family.pad
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, **kwargs)
+    extra = [t for t in family.specials if t not in (family.eos, family.bos, family.pad)]
+    if extra:
+        fast.add_special_tokens({"additional_special_tokens": extra})
+    if family.added:
+        fast.add_tokens(list(family.added))
+    fast.chat_template = family.template
+    fast.save_pretrained(folder)
+    return fast
+
+
 def build_model(
     folder: Path,
     *,
@@ -108,13 +178,22 @@ def build_model(
     bos: bool = True,
     pad_is_eos: bool = False,
     template: str | None = None,
+    family: str | None = None,
 ) -> Path:
-    """Save a tiny random model and its tokenizer in ``folder``; return the folder."""
+    """Save a tiny random model and its tokenizer in ``folder``; return the folder.
+
+    ``family`` (a name in tests/chat_templates.py) gives the tokenizer and chat template of a
+    real model family instead of the bos / pad_is_eos / template variants.
+    """
     import torch
     from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, Qwen2Config
 
     folder.mkdir(parents=True, exist_ok=True)
-    tokenizer = build_tokenizer(folder, bos=bos, pad_is_eos=pad_is_eos, template=template)
+    if family is not None:
+        tokenizer = build_family_tokenizer(folder, family)
+        bos = tokenizer.bos_token_id is not None
+    else:
+        tokenizer = build_tokenizer(folder, bos=bos, pad_is_eos=pad_is_eos, template=template)
     vocab = ((len(tokenizer) + 31) // 32) * 32
     common = {"vocab_size": vocab, "eos_token_id": tokenizer.eos_token_id}
     if bos:

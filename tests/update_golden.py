@@ -29,7 +29,7 @@ def update(case: Path) -> None:
     if result.returncode == 0:
         (expected / ".finetune-gen.json").unlink()  # derived hashes; tests/test_writer.py checks it
         print(f"{case.name}: {len(list(expected.iterdir()))} files")
-    if case.name in PLAN_CASES or result.returncode != 0:
+    if case.name in PLAN_CASES or (case / "plan.txt").exists() or result.returncode != 0:
         plan = run_cli("plan", "spec.yaml", cwd=case)
         (case / "plan.txt").write_text(f"exit {plan.returncode}\n{plan.stdout}{plan.stderr}")
         print(f"{case.name}: plan.txt (exit {plan.returncode})")

@@ -16,12 +16,15 @@ Usage:
   python train.py --max-steps 20      # a short smoke run
   python train.py --resume            # continue from the newest checkpoint in the output folder
   python train.py --check-data        # show how one example is tokenized and masked, then stop
+  python train.py --check-data --json # the first rows' input_ids, labels and learned text, as JSON
+  python train.py --skip-bad-rows     # skip malformed rows (counted) instead of stopping
 
 Without a CUDA device it runs on the CPU in fp32 (slow: meant for smoke tests on tiny models).
 """
 
 import argparse
 import collections
+import contextlib
 import dataclasses
 import gc
 import importlib.util
@@ -29,6 +32,7 @@ import json
 import math
 import os
 import statistics
+import sys
 import tempfile
 import textwrap
 import time
@@ -36,7 +40,8 @@ import zipfile
 from pathlib import Path
 
 import torch
-from datasets import load_dataset
+from datasets import Dataset, load_dataset
+from datasets.exceptions import DatasetGenerationError
 from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 from transformers import (
     AutoModelForCausalLM,
@@ -63,6 +68,7 @@ MAX_SEQ_LENGTH = 2048
 PRECISION = "bf16"  # on a GPU; the CPU always runs fp32
 OUTPUT_DIR = "outputs"
 SEED = 42
+SKIP_BAD_ROWS = False  # skip malformed rows (counted) instead of stopping
 ADD_BOS = False  # whether the tokenizer starts sequences with BOS; set at start-up
 TASK_TYPE = "instruction"
 # How a conversation becomes text: "chat_template" (the tokenizer's own), "chatml_default"
@@ -161,7 +167,24 @@ def parse_args():
     parser.add_argument(
         "--check-data",
         action="store_true",
-        help="render one example with its labels and exit",
+        help="build the examples, show one with its labels, and exit",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="with --check-data: one JSON object per row on stdout",
+    )
+    parser.add_argument(
+        "--check-data-rows",
+        type=int,
+        default=8,
+        metavar="N",
+        help="with --check-data --json: rows shown",
+    )
+    parser.add_argument(
+        "--skip-bad-rows",
+        action="store_true",
+        help="skip (and count) malformed rows instead of stopping",
     )
     parser.add_argument(
         "--report-to",
@@ -172,45 +195,130 @@ def parse_args():
     parser.add_argument(
         "--local_rank", "--local-rank", type=int, default=-1, help=argparse.SUPPRESS
     )
-    return parser.parse_args()
+    args = parser.parse_args()
+    if args.skip_bad_rows:
+        global SKIP_BAD_ROWS
+        SKIP_BAD_ROWS = True
+    return args
 
 
 # ---------------------------------------------------------------- data
+
+ROW = "__row__"  # each row's 1-based number in the dataset file, kept through shuffling
+TEXT_ROLES = ("prompt", "input", "response", "system", "text")
 
 
 class DataFormatError(ValueError):
     """A row that does not match the declared dataset format."""
 
 
-def load_rows():
-    """Read the dataset (local json/jsonl/csv/parquet file or a hub id) and split it."""
+def read_dataset():
+    """The dataset's rows in file order: a local json/jsonl/csv/parquet file or a hub id.
+
+    JSON rows whose types Arrow cannot unify (a number where other rows have text, say) are
+    read with the json module instead, so that each bad row can be named below.
+    """
     builders = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
     path = Path(local_or_hub(DATASET_PATH))
-    if path.exists():
-        builder = builders.get(path.suffix.lower())
-        if builder is None:
-            raise SystemExit(
-                f"{DATASET_PATH}: unsupported file type; use .json, .jsonl, .csv or .parquet"
-            )
-        rows_key = json_list_field(path) if path.suffix.lower() == ".json" else None
-        options = {"field": rows_key} if rows_key else {}
-        rows = load_dataset(builder, data_files=str(path), split="train", **options)
-    else:
-        rows = load_dataset(DATASET_PATH, split="train")
+    if not path.exists():
+        return load_dataset(DATASET_PATH, split="train")
+    builder = builders.get(path.suffix.lower())
+    if builder is None:
+        raise SystemExit(
+            f"{DATASET_PATH}: unsupported file type; use .json, .jsonl, .csv or .parquet"
+        )
+    rows_key = json_list_field(path) if path.suffix.lower() == ".json" else None
+    options = {"field": rows_key} if rows_key else {}
+    try:
+        return load_dataset(builder, data_files=str(path), split="train", **options)
+    except (
+        DatasetGenerationError,
+        ValueError,
+        TypeError,
+    ) as error:  # Arrow's errors included
+        if builder != "json":
+            raise SystemExit(f"{DATASET_PATH}: cannot read the file: {error}") from None
+        return read_json_rows(path, rows_key)
+
+
+def read_json_rows(path, rows_key):
+    """Rows of a .json/.jsonl file as Python objects (bad lines become errors naming them)."""
+    if path.suffix.lower() == ".json":
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return (
+            data[rows_key] if rows_key else data if isinstance(data, list) else [data]
+        )
+    rows = []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except ValueError as error:
+                    raise SystemExit(
+                        f"{DATASET_PATH}: row {number}: not valid JSON ({error})"
+                    ) from None
+    return rows
+
+
+def load_file_rows():
+    """Every row of the file, numbered (column ROW) and checked; bad rows stop the run with
+    their row numbers and fields, or are skipped and counted with --skip-bad-rows."""
+    rows = read_dataset()
     if len(rows) < 2:
         raise SystemExit(f"{DATASET_PATH}: needs at least 2 rows, found {len(rows)}")
-    # Rows are numbered as in the file, before shuffling.
+    good, problems = [], []
     for number, row in enumerate(rows, 1):
         try:
+            if not isinstance(row, dict):
+                raise DataFormatError(
+                    f"row {number}: expected an object of fields, got {type(row).__name__}"
+                )
             check_row(row, number)
+            good.append(number - 1)
         except DataFormatError as error:
-            raise SystemExit(f"{DATASET_PATH}: {error}") from None
-    rows = rows.shuffle(seed=SEED)
+            problems.append(str(error))
+    report_bad_rows(problems, len(rows))
+    if isinstance(rows, list):  # read with the json module: only good rows go to Arrow
+        try:
+            return Dataset.from_list([dict(rows[i], **{ROW: i + 1}) for i in good])
+        except (
+            ValueError,
+            TypeError,
+        ) as error:  # pyarrow's ArrowInvalid / ArrowTypeError
+            raise SystemExit(
+                f"{DATASET_PATH}: the rows' fields have types that cannot be combined ({error})"
+            ) from None
+    rows = rows.add_column(ROW, list(range(1, len(rows) + 1)))
+    return rows.select(good) if problems else rows
+
+
+def report_bad_rows(problems, total, what="row(s)"):
+    """Stop on malformed rows, listing them (row numbers as in the file); or skip them."""
+    if not problems:
+        return
+    listed = "".join(f"\n  {DATASET_PATH}: {problem}" for problem in problems[:20])
+    more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
+    if SKIP_BAD_ROWS:
+        print(
+            f"Skipping {len(problems)} of {total} bad {what} (--skip-bad-rows):{listed}{more}"
+        )
+        return
+    raise SystemExit(
+        f"{len(problems)} of {total} {what} cannot be trained on:{listed}{more}\n"
+        "Fix them, or skip them with --skip-bad-rows (dataset.skip_bad_rows: true)."
+    )
+
+
+def load_rows():
+    """The checked rows, shuffled and split into training and evaluation rows."""
+    rows = load_file_rows().shuffle(seed=SEED)
     n_eval = max(1, round(len(rows) * EVAL_SPLIT)) if EVAL_SPLIT > 0 else 0
     n_train = min(len(rows) - n_eval, max(1, round(len(rows) * TRAIN_SPLIT)))
-    return rows.select(range(n_train)), rows.select(
-        range(len(rows) - n_eval, len(rows))
+    evaluation = (
+        rows.select(range(len(rows) - n_eval, len(rows))) if n_eval else rows.select([])
     )
+    return rows.select(range(n_train)), evaluation
 
 
 def json_list_field(path):
@@ -224,16 +332,73 @@ def json_list_field(path):
 
 
 def field(row, role, index, required=True):
-    """The value of a role's column in a row, with an error naming the row and the field."""
+    """The value of a role's column in a row, with an error naming the row and the field.
+
+    Text roles must hold text; numbers are read as their text (a CSV column of numbers).
+    """
     name = COLUMNS.get(role)
     value = row.get(name) if name is not None else None
+    if value is not None and role in TEXT_ROLES:
+        value = as_text(value, f"row {index}: field {name!r}")
     if required and (value is None or (isinstance(value, str) and not value.strip())):
         expected = ", ".join(f"{r}={c!r}" for r, c in COLUMNS.items())
         raise DataFormatError(
             f"row {index}: field {name!r} is missing or empty "
-            f"(format {DATASET_FORMAT!r} expects {expected}; found fields {sorted(row)})"
+            f"(format {DATASET_FORMAT!r} expects {expected}; found fields {sorted(k for k in row if k != ROW)})"
         )
     return value
+
+
+def as_text(value, where):
+    """A text field's value as a string; anything but text or a finite number is an error."""
+    if isinstance(value, str):
+        return value
+    if (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+    ):
+        return str(value)
+    raise DataFormatError(
+        f"{where} must be text, got {type(value).__name__} {value!r:.60}"
+    )
+
+
+def check_data(args):
+    """--check-data: build the examples as training would, show one, and stop.
+
+    With --json, stdout gets one JSON object per row for the first --check-data-rows rows of
+    the file (row, input_ids, labels with -100 where masked, learned); the rest goes to stderr.
+    """
+    stdout = sys.stdout
+    with (
+        contextlib.redirect_stdout(sys.stderr)
+        if args.json
+        else contextlib.nullcontext()
+    ):
+        tokenizer = setup_tokenizer()
+        train_rows, eval_rows = load_rows()
+        train_set, eval_set = build_datasets(tokenizer, train_rows, eval_rows)
+        show_example(tokenizer, train_set[0])
+        print(f"{len(train_set)} training and {len(eval_set)} evaluation examples")
+        if args.json:
+            rows = load_file_rows()
+            records = check_data_records(
+                tokenizer, rows.select(range(min(args.check_data_rows, len(rows))))
+            )
+    if args.json:
+        for record in records:
+            print(json.dumps(record, ensure_ascii=False), file=stdout)
+
+
+def tokenizing_processes(rows):
+    """Processes for datasets.map: one per CPU core, one per 5,000 rows at most (1 on small data)."""
+    cores = (
+        len(os.sched_getaffinity(0))
+        if hasattr(os, "sched_getaffinity")
+        else os.cpu_count() or 1
+    )
+    return max(1, min(cores, len(rows) // 5000))
 
 
 def to_messages(row, index):
@@ -255,62 +420,283 @@ def to_messages(row, index):
     return ([{"role": "system", "content": system}] if system else []) + messages
 
 
-def render_alpaca(tokenizer, messages, index):
-    """One instruction and its response in the Alpaca prompt format; EOS ends the response."""
-    turns = [m for m in messages if m["role"] != "system"]
-    if len(turns) != 2:
-        raise DataFormatError(
-            f"row {index}: has {len(turns)} turns; instruction tuning takes one prompt and one "
-            "response (use task_type: chat for conversations)"
-        )
-    system = "".join(m["content"] + "\n\n" for m in messages if m["role"] == "system")
-    prompt = system + ALPACA_PROMPT.format(instruction=turns[0]["content"])
-    return [(prompt, False), (turns[1]["content"] + tokenizer.eos_token, True)]
-
-
 def check_row(row, index):
     """Fail at start-up, naming the row and field, when a row does not match the format."""
     messages = to_messages(row, index)
     if not any(m["role"] == "assistant" for m in messages):
         raise DataFormatError(f"row {index}: no assistant turn to learn from")
+    alpaca_turns(messages, index)
+
+
+def alpaca_turns(messages, index):
+    """The prompt and the response of a one-turn conversation."""
+    turns = [m for m in messages if m["role"] != "system"]
+    if len(turns) != 2 or [m["role"] for m in turns] != ["user", "assistant"]:
+        raise DataFormatError(
+            f"row {index}: has {len(turns)} turns; instruction tuning takes one prompt and one "
+            "response (use task_type: chat for conversations)"
+        )
+    return turns
 
 
 def render_example(tokenizer, row, index):
+    """One row as text and the character spans the model learns: the Alpaca prompt, then the
+    response and EOS (learned). Returns (text, [(start, end, limit)])."""
     messages = to_messages(row, index)
-    return render_alpaca(tokenizer, messages, index)
+    prompt_turn, response_turn = alpaca_turns(messages, index)
+    system = "".join(m["content"] + "\n\n" for m in messages if m["role"] == "system")
+    prompt = system + ALPACA_PROMPT.format(instruction=prompt_turn["content"])
+    text = prompt + response_turn["content"] + tokenizer.eos_token
+    return text, [(len(prompt), len(prompt) + len(response_turn["content"]), len(text))]
 
 
 def end_of_turn_ids(tokenizer):
-    """Tokens that can end an assistant turn: EOS and the template's special markers."""
-    special = set(tokenizer.all_special_ids) | {
-        i for i, t in tokenizer.added_tokens_decoder.items() if t.special
-    }
-    special.discard(tokenizer.bos_token_id)
-    if tokenizer.pad_token_id != tokenizer.eos_token_id:
-        special.discard(tokenizer.pad_token_id)
-    return special
-
-
-def tokenize_segments(tokenizer, segments):
-    """Token ids and labels for (text, learned) segments: unlearned tokens get label -100.
-
-    Text from a chat template is tokenized as apply_chat_template does (no special tokens
-    added: a template that wants BOS writes it); a plain-text prompt gets the BOS that the
-    tokenizer would add, never twice.
+    """Tokens that end an assistant turn: EOS (even when it is also BOS) and, for a chat
+    template, the token that closes its assistant turns (<|im_end|>, <|eot_id|>, <end_of_turn>...).
     """
-    input_ids, labels = [], []
-    if (
-        ADD_BOS
-        and PROMPT_FORMAT == "alpaca"
-        and not segments[0][0].startswith(tokenizer.bos_token)
+    stop = {tokenizer.eos_token_id} - {None}
+    return stop
+
+
+def labels_from_spans(ids, offsets, spans, stop_ids):
+    """Labels for token ids with character offsets: the tokens overlapping each learned span,
+    then the tokens up to and including the first end-of-turn token before the span's limit.
+
+    Returns (labels, unclosed): unclosed lists the (first, last) token range of each span that
+    no end-of-turn token closes (a model trained on it would never learn to stop).
+    """
+    labels, unclosed, token = [-100] * len(ids), [], 0
+    for start, end, limit in spans:
+        while token < len(ids) and offsets[token][1] <= start:
+            token += 1
+        first = token
+        while token < len(ids) and offsets[token][0] < end:
+            token += 1
+        closed = token > first and ids[token - 1] in stop_ids
+        if not closed:
+            stop = token
+            while (
+                stop < len(ids)
+                and offsets[stop][0] < limit
+                and ids[stop] not in stop_ids
+            ):
+                stop += 1
+            closed = stop < len(ids) and offsets[stop][0] < limit
+            token = stop + 1 if closed else token
+        labels[first:token] = ids[first:token]
+        if not closed:
+            unclosed.append((first, token))
+    return labels, unclosed
+
+
+def tokenize_rendered(tokenizer, rendered_batch):
+    """Token ids and labels for rendered examples ((text, spans) each), tokenized once per
+    text, as apply_chat_template(tokenize=True) does: no special tokens added (a template
+    that wants BOS writes it); a plain-text prompt gets the BOS the tokenizer would add.
+    """
+    texts = [text for text, _ in rendered_batch]
+    stop_ids = end_of_turn_ids(tokenizer)
+    if getattr(tokenizer, "is_fast", False):
+        encoded = tokenizer(
+            texts, add_special_tokens=False, return_offsets_mapping=True
+        )
+        all_offsets = encoded["offset_mapping"]
+    else:  # no offsets: token boundaries from the token counts of text prefixes
+        encoded = tokenizer(texts, add_special_tokens=False)
+        all_offsets = [
+            prefix_offsets(tokenizer, text, ids)
+            for text, ids in zip(texts, encoded["input_ids"])
+        ]
+    results = []
+    for (text, spans), ids, offsets in zip(
+        rendered_batch, encoded["input_ids"], all_offsets
     ):
-        input_ids.append(tokenizer.bos_token_id)
-        labels.append(-100)
-    for text, learned in segments:
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-        input_ids += ids
-        labels += ids if learned else [-100] * len(ids)
-    return {"input_ids": input_ids[:MAX_SEQ_LENGTH], "labels": labels[:MAX_SEQ_LENGTH]}
+        ids, offsets = list(ids), [tuple(o) for o in offsets]
+        if (
+            ADD_BOS
+            and PROMPT_FORMAT == "alpaca"
+            and ids[:1] != [tokenizer.bos_token_id]
+        ):
+            ids, offsets = [tokenizer.bos_token_id] + ids, [(0, 0)] + offsets
+        labels, unclosed = labels_from_spans(ids, offsets, spans, stop_ids)
+        results.append((ids, labels, unclosed))
+    return results
+
+
+def prefix_offsets(tokenizer, text, ids):
+    """Approximate character offsets for a tokenizer without them (slow tokenizers)."""
+    offsets, previous = [], 0
+    for count in range(1, len(ids) + 1):
+        length = len(tokenizer.decode(ids[:count]))
+        offsets.append((previous, max(previous, length)))
+        previous = max(previous, length)
+    return offsets
+
+
+def tokenize_segments(tokenizer, rendered):
+    """input_ids and labels of one rendered example (render_example's result), truncated."""
+    ids, labels, _ = tokenize_rendered(tokenizer, [rendered])[0]
+    return {"input_ids": ids[:MAX_SEQ_LENGTH], "labels": labels[:MAX_SEQ_LENGTH]}
+
+
+def encode_batch(batch, tokenizer):
+    """datasets.map function: rows -> input_ids, labels, and what went wrong where."""
+    rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
+    rendered, problems = [], []
+    for row in rows:
+        try:
+            text, spans = render_example(tokenizer, row, row[ROW])
+            rendered.append((text, spans))
+            problems.append("")
+        except DataFormatError as error:
+            rendered.append(("", []))
+            problems.append(str(error))
+    out = {
+        "input_ids": [],
+        "labels": [],
+        ROW: [],
+        "problem": problems,
+        "truncated": [],
+        "unclosed": [],
+    }
+    for row, (ids, labels, unclosed) in zip(
+        rows, tokenize_rendered(tokenizer, rendered)
+    ):
+        out[ROW].append(row[ROW])
+        out["input_ids"].append(ids[:MAX_SEQ_LENGTH])
+        out["labels"].append(labels[:MAX_SEQ_LENGTH])
+        out["truncated"].append(any(label != -100 for label in labels[MAX_SEQ_LENGTH:]))
+        open_turns = [
+            (first, last) for first, last in unclosed if last < MAX_SEQ_LENGTH
+        ]
+        out["unclosed"].append(
+            tokenizer.decode(ids[slice(*open_turns[0])]) if open_turns else ""
+        )
+    return out
+
+
+def encode_rows(tokenizer, rows, name):
+    """Tokenize a split with datasets.map: batched, one process per core on large data, cached
+    by the dataset's fingerprint. Rows that fail keep their problem in a column."""
+    processes = tokenizing_processes(rows)
+    return rows.map(
+        encode_batch,
+        fn_kwargs={"tokenizer": tokenizer},
+        batched=True,
+        batch_size=256,
+        num_proc=processes if processes > 1 else None,
+        remove_columns=rows.column_names,
+        desc=f"tokenizing the {name} split",
+    )
+
+
+def bad_encoded_rows(*splits):
+    """The problems of rows the template refused, in file order, across the splits."""
+    found = [
+        (n, p)
+        for encoded in splits
+        for n, p in zip(encoded[ROW], encoded["problem"])
+        if p
+    ]
+    return [problem for _, problem in sorted(found)]
+
+
+def finish_split(tokenizer, encoded, name):
+    """Refuse unclosed assistant turns; count truncated and empty examples; drop bad rows."""
+    numbers, problems = encoded[ROW], encoded["problem"]
+    unclosed = [
+        (number, text) for number, text in zip(numbers, encoded["unclosed"]) if text
+    ]
+    if unclosed:
+        number, text = min(unclosed)
+        names = [
+            tokenizer.convert_ids_to_tokens(i)
+            for i in sorted(end_of_turn_ids(tokenizer))
+        ]
+        raise SystemExit(
+            f"{DATASET_PATH}: row {number}: an assistant turn is learned without an end-of-turn token, so "
+            f"the model would never learn to stop ({len(unclosed)} row(s) of the {name} split). Learned: "
+            f"{text!r}; expected it to end with one of {names}. The chat template must close "
+            "assistant turns with a special token (or EOS)."
+        )
+    truncated = sum(encoded["truncated"])
+    keep = [
+        i
+        for i, labels in enumerate(encoded["labels"])
+        if not problems[i] and any(x != -100 for x in labels)
+    ]
+    empty = len(encoded) - len(keep) - sum(1 for p in problems if p)
+    if truncated or empty:
+        print(
+            f"{name}: {truncated} of {len(encoded)} examples have responses cut at MAX_SEQ_LENGTH="
+            f"{MAX_SEQ_LENGTH} tokens (their end-of-turn is lost); {empty} skipped with nothing "
+            "learned within it (the prompt fills it)"
+        )
+    if not keep and name == "eval":
+        print("eval: no example left to evaluate on")
+        return []
+    if not keep:
+        raise SystemExit(
+            f"{name}: no example has a learned token within MAX_SEQ_LENGTH={MAX_SEQ_LENGTH} "
+            "tokens; raise training_config.max_seq_length (or MAX_SEQ_LENGTH here)"
+        )
+    encoded = encoded.select(keep) if len(keep) < len(encoded) else encoded
+    return encoded.remove_columns([ROW, "problem", "truncated", "unclosed"])
+
+
+def describe_template(tokenizer, rows):
+    """Say at start-up what the chat template does with this data (once, before tokenizing)."""
+    if tokenizer.eos_token is None:
+        raise SystemExit(
+            f"{BASE_MODEL}: the tokenizer has no EOS token to end responses with"
+        )
+
+
+def build_datasets(tokenizer, train_rows, eval_rows):
+    """Training and evaluation examples; rows the template refuses are reported together."""
+    describe_template(tokenizer, train_rows)
+    train = encode_rows(tokenizer, train_rows, "train")
+    evaluation = encode_rows(tokenizer, eval_rows, "eval") if len(eval_rows) else None
+    splits = [train] + ([evaluation] if evaluation is not None else [])
+    report_bad_rows(bad_encoded_rows(*splits), len(train_rows) + len(eval_rows))
+    train = finish_split(tokenizer, train, "train")
+    return train, (
+        finish_split(tokenizer, evaluation, "eval") if evaluation is not None else []
+    )
+
+
+def learned_runs(example):
+    """(start, end) of each run of learned tokens: one per assistant turn (or response)."""
+    spans, start = [], None
+    for position, label in enumerate(list(example["labels"]) + [-100]):
+        if label != -100 and start is None:
+            start = position
+        elif label == -100 and start is not None:
+            spans.append((start, position))
+            start = None
+    return spans
+
+
+def check_data_records(tokenizer, rows):
+    """--check-data --json: what each row trains on (or why it cannot), as JSON-ready dicts."""
+    encoded = encode_batch(rows.to_dict(), tokenizer)
+    records = []
+    for number, ids, labels, problem, truncated in zip(
+        encoded[ROW],
+        encoded["input_ids"],
+        encoded["labels"],
+        encoded["problem"],
+        encoded["truncated"],
+    ):
+        if problem:
+            records.append({"row": number, "error": problem})
+            continue
+        example = {"input_ids": ids, "labels": labels}
+        learned = [tokenizer.decode(ids[a:b]) for a, b in learned_runs(example)]
+        records.append(
+            {"row": number, **example, "learned": learned, "truncated": truncated}
+        )
+    return records
 
 
 def show_example(tokenizer, example):
@@ -331,75 +717,6 @@ def show_example(tokenizer, example):
         text = tokenizer.decode(tokens)
         print(f"<<{text}>>" if is_learned else f"[{text}]", end="")
     print("\n---")
-
-
-def learned_spans(example):
-    """(start, end) of each run of learned tokens: one per assistant turn (or response)."""
-    spans, start = [], None
-    for position, label in enumerate(example["labels"] + [-100]):
-        if label != -100 and start is None:
-            start = position
-        elif label == -100 and start is not None:
-            spans.append((start, position))
-            start = None
-    return spans
-
-
-def check_masking(tokenizer, examples):
-    """Stop before training if the labels cannot teach the model what the plan intends."""
-    learned = [e for e in examples if any(label != -100 for label in e["labels"])]
-    if not learned:
-        raise SystemExit(
-            "No token of the first examples is learned: every label is -100. The prompt fills "
-            f"MAX_SEQ_LENGTH={MAX_SEQ_LENGTH}, or the response fields are empty."
-        )
-    stop_ids = end_of_turn_ids(tokenizer)
-    for example in learned:
-        for start, end in learned_spans(example):
-            if end >= MAX_SEQ_LENGTH:
-                continue  # truncated: its end-of-turn token was cut off, which is expected
-            turn = example["input_ids"][start:end]
-            if not set(turn) & stop_ids:
-                names = [tokenizer.convert_ids_to_tokens(i) for i in sorted(stop_ids)]
-                raise SystemExit(
-                    "An assistant turn is learned without its end-of-turn token, so the model would "
-                    f"never learn to stop. Learned: {tokenizer.decode(turn)!r}; expected one of "
-                    f"{names} among its tokens. The chat template must close assistant turns with "
-                    "a special token (or EOS)."
-                )
-
-
-def build_datasets(tokenizer, train_rows, eval_rows):
-    def encode(rows, name):
-        examples, skipped = [], 0
-        for index, row in enumerate(rows, 1):
-            try:
-                example = tokenize_segments(
-                    tokenizer, render_example(tokenizer, row, index)
-                )
-            except DataFormatError as error:
-                raise SystemExit(
-                    f"{DATASET_PATH} ({name} split, after shuffling): {error}"
-                ) from None
-            if all(label == -100 for label in example["labels"]):
-                skipped += 1  # nothing to learn after truncation
-                continue
-            examples.append(example)
-        if skipped:
-            print(
-                f"{name}: skipped {skipped} of {len(rows)} examples with no learned token after truncation"
-            )
-        if not examples:
-            raise SystemExit(
-                f"{name}: no example has a learned token within MAX_SEQ_LENGTH={MAX_SEQ_LENGTH} "
-                "tokens; raise training_config.max_seq_length (or MAX_SEQ_LENGTH here)"
-            )
-        return examples
-
-    train = encode(train_rows, "train")
-    check_masking(tokenizer, train[:8])
-    evaluation = encode(eval_rows, "eval") if len(eval_rows) else []
-    return train, evaluation
 
 
 class Collator:
@@ -437,6 +754,25 @@ def new_token_ids(tokenizer):
 def task_model_arguments(tokenizer):
     """Extra from_pretrained arguments this task needs (none for causal language modelling)."""
     return {}
+
+
+def save_generation_config(model, tokenizer, folder):
+    """generation_config.json with the tokens that end a turn as eos_token_id (a list when
+    several do), so generate() and servers stop where training taught the model to stop.
+    """
+    from transformers import GenerationConfig
+
+    base = getattr(model, "get_base_model", lambda: model)()
+    config = getattr(base, "generation_config", None) or GenerationConfig()
+    planned = (
+        config.eos_token_id
+        if isinstance(config.eos_token_id, list)
+        else [config.eos_token_id]
+    )
+    stop = sorted(end_of_turn_ids(tokenizer) | set(planned) - {None})
+    config.eos_token_id = stop[0] if len(stop) == 1 else stop
+    config.pad_token_id = tokenizer.pad_token_id
+    config.save_pretrained(folder)
 
 
 # ---------------------------------------------------------------- model
@@ -1698,6 +2034,8 @@ def describe_result(state, args):
 
 def train(args):
     torch.manual_seed(SEED)
+    if args.check_data:
+        return check_data(args)
     precision = setup_precision()
     show_remote_code()
     tokenizer = setup_tokenizer()
@@ -1708,8 +2046,6 @@ def train(args):
     train_set, eval_set = build_datasets(tokenizer, train_rows, eval_rows)
     show_example(tokenizer, train_set[0])
     print(f"{len(train_set)} training and {len(eval_set)} evaluation examples")
-    if args.check_data:
-        return
 
     overrides = {
         "output_dir": args.output_dir,
@@ -1735,6 +2071,7 @@ def train(args):
     trainer.save_model(args.output_dir)  # the adapter and the tokenizer
     if trainer.is_world_process_zero():
         check_saved_tokenizer(tokenizer, args.output_dir)
+        save_generation_config(trainer.model, tokenizer, args.output_dir)
 
     trainer.log_metrics("train", result.metrics)
     trainer.save_metrics("train", result.metrics)
