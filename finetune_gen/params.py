@@ -38,7 +38,7 @@ from typing import Any
 
 from finetune_gen.architecture import Architecture
 from finetune_gen.errors import SpecError, short_repr
-from finetune_gen.spec import METHODS
+from finetune_gen.methods import METHOD_NAMES as METHODS
 
 TASKS = ("causal_lm", "sequence_classification")
 # Model types whose counts are checked against transformers; others are counted as Llama.
