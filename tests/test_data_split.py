@@ -103,10 +103,11 @@ def test_generated_train_script_never_trains_on_the_test_rows(tmp_path, tiny_mod
 
     rows = [json.loads(line) for line in lines if line.strip()]
     splits = split_rows(len(rows), train_split=0.7, eval_split=0.2, test_split=0.1, seed=42)
-    key = lambda row: json.dumps(row, sort_keys=True)
-    trained = Counter(key(r) for r in train_rows)
-    assert trained == Counter(key(rows[i]) for i in splits.train)
-    assert Counter(key(r) for r in eval_rows) == Counter(key(rows[i]) for i in splits.eval)
+    # train.py keeps each row's 1-based file row number (recipe.ROW) through the shuffle.
+    assert sorted(r[recipe.ROW] - 1 for r in train_rows) == sorted(splits.train)
+    assert sorted(r[recipe.ROW] - 1 for r in eval_rows) == sorted(splits.eval)
+    key = lambda row: json.dumps({k: v for k, v in row.items() if k != recipe.ROW}, sort_keys=True)
+    assert Counter(key(r) for r in train_rows) == Counter(key(rows[i]) for i in splits.train)
     assert len(splits.test) == 6
     assert not set(splits.test) & (set(splits.train) | set(splits.eval))
 
