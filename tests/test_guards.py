@@ -404,10 +404,10 @@ def test_trust_remote_code_names_the_code_it_runs(tmp_path, tiny_models):
     assert "TRUST_REMOTE_CODE = True" in (run / "train.py").read_text()
     result = run_script(run, "train.py", "--check-data")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "trust_remote_code is on" in result.stdout
+    assert "trust_remote_code is on" in result.stderr
     assert (
         "AutoModelForCausalLM: modeling_tiny.TinyForCausalLM (file modeling_tiny.py in"
-        in result.stdout
+        in result.stderr
     )
 
     spec.write_text(yaml.safe_dump(spec_data))  # not asked: off, nothing printed

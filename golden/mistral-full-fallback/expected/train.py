@@ -1557,16 +1557,24 @@ def show_remote_code():
                 "auto_map", {}
             )
         )
-    print(f"trust_remote_code is on: this run executes Python code from {BASE_MODEL}:")
+    # stderr: a warning, and `--check-data --json` keeps stdout for its JSON lines.
+    print(
+        f"trust_remote_code is on: this run executes Python code from {BASE_MODEL}:",
+        file=sys.stderr,
+    )
     for name, reference in sorted(entries.items()):
         for ref in reference if isinstance(reference, list) else [reference]:
             if ref:
                 repo, _, dotted = ref.rpartition("--")
                 module = dotted.rsplit(".", 1)[0]
-                print(f"  {name}: {dotted} (file {module}.py in {repo or BASE_MODEL})")
+                print(
+                    f"  {name}: {dotted} (file {module}.py in {repo or BASE_MODEL})",
+                    file=sys.stderr,
+                )
     if not entries:
         print(
-            "  none: config.json has no auto_map, so only transformers' own code runs"
+            "  none: config.json has no auto_map, so only transformers' own code runs",
+            file=sys.stderr,
         )
 
 
@@ -2034,10 +2042,10 @@ def describe_result(state, args):
 
 def train(args):
     torch.manual_seed(SEED)
+    show_remote_code()  # before anything loads: --check-data loads the tokenizer too
     if args.check_data:
         return check_data(args)
     precision = setup_precision()
-    show_remote_code()
     tokenizer = setup_tokenizer()
     with tempfile.TemporaryDirectory() as scratch:  # what will be saved for inference, checked now
         tokenizer.save_pretrained(scratch)
