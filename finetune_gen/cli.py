@@ -258,7 +258,7 @@ def models(show_gpus: bool) -> None:
 @click.option("--task", "task_type", type=click.Choice(["instruction", "chat", "classification", "generation"]), help="Task (default: from the columns).")
 @click.option("--tokenizer", "tokenizer_dir", type=click.Path(path_type=Path), help="Count real tokens with this tokenizer folder.")
 @click.option("--max-seq-length", type=click.IntRange(min=1), help="Count the rows longer than this.")
-@click.option("--near-dup-threshold", type=click.FloatRange(0.05, 1.0), help="MinHash Jaccard threshold for near duplicates (default 0.5).")
+@click.option("--near-dup-threshold", type=click.FloatRange(0.05, 1.0), help="MinHash Jaccard threshold for near duplicates (default 0.4).")
 @click.option("--min-per-class", type=click.IntRange(min=1), help="Warn for classes with fewer rows (default 10).")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole report as JSON.")
 @click.option("--write-clean", "clean_out", type=click.Path(path_type=Path), help="Write a deduplicated, filtered copy (same format) and its report.json.")
