@@ -104,4 +104,7 @@ def test_merged_chat_model_stops_at_the_end_of_turn_token(tmp_path, tiny_models)
     assert merged.returncode == 0, merged.stderr[-4000:]
     tokenizer = AutoTokenizer.from_pretrained(run / "merged")
     stop = json.loads((run / "merged" / "generation_config.json").read_text())["eos_token_id"]
-    assert set(stop) == {tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>")}
+    stop = {stop} if isinstance(stop, int) else set(stop)
+    # train.py made <|im_end|> the saved EOS (it ends every learned turn); generation stops there.
+    assert tokenizer.convert_tokens_to_ids("<|im_end|>") in stop
+    assert tokenizer.eos_token_id in stop
