@@ -34,10 +34,30 @@ def templates_dir() -> Path:
     return packaged if packaged.is_dir() else Path(__file__).parent.parent / "templates"
 
 
+def _template_cache() -> jinja2.BytecodeCache | None:
+    """Compiled templates kept between runs: compiling the templates was ~40% of `generate`.
+
+    Jinja keys each entry by the template's name and checks its source's hash on load, so an
+    edited template is compiled again; the files are written atomically (temporary + rename).
+    """
+    root = _cache_root()
+    if root is None:
+        return None
+    folder = root / f"jinja-{jinja2.__version__}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    if not os.access(folder, os.W_OK):
+        return None  # a read-only home: compile every time
+    return jinja2.FileSystemBytecodeCache(str(folder))
+
+
 @lru_cache(maxsize=1)
 def environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(templates_dir())),
+        bytecode_cache=_template_cache(),
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
@@ -247,9 +267,7 @@ def build_view(plan: Plan) -> View:
         and plan.distributed in ("none", "ddp")
     ):
         features.append(
-            "fp32 master weights with "
-            + plan.precision
-            + " autocast"
+            "fp32 master weights with " + plan.precision + " autocast"
             if plan.fp32_master_weights
             else "pure bf16 weights and optimizer states (a fallback: small updates round away)"
         )
@@ -330,11 +348,17 @@ def _black_version() -> str:
         return "unknown"
 
 
-def _format_cache() -> Path | None:
+def _cache_root() -> Path | None:
+    """~/.cache/finetune-gen (or $XDG_CACHE_HOME's); None with FINETUNE_GEN_NO_CACHE set."""
     if os.environ.get("FINETUNE_GEN_NO_CACHE"):
         return None
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "finetune-gen" / f"black-{_black_version()}"
+    return Path(base) / "finetune-gen"
+
+
+def _format_cache() -> Path | None:
+    root = _cache_root()
+    return root / f"black-{_black_version()}" if root is not None else None
 
 
 def format_python(source: str, name: str) -> str:

@@ -244,3 +244,38 @@ def test_black_output_is_cached_by_exact_input(tmp_path, monkeypatch):
     assert render.format_python(source, "a.py") == first and calls == []  # a hit
     render.format_python(source + "y = 1\n", "a.py")
     assert len(calls) == 1  # a miss formats
+
+
+def test_compiled_templates_are_cached_and_an_edited_template_is_compiled_again(
+    tmp_path, monkeypatch
+):
+    """`generate` reuses compiled templates between runs; a changed template is not served stale."""
+    import jinja2
+
+    from finetune_gen import render
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("FINETUNE_GEN_NO_CACHE", raising=False)
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    (templates / "a.txt.jinja").write_text("one {{ x }}\n")
+    monkeypatch.setattr(render, "templates_dir", lambda: templates)
+    render.environment.cache_clear()
+    try:
+        assert render.environment().get_template("a.txt.jinja").render(x=1) == "one 1\n"
+        assert list((tmp_path / "cache" / "finetune-gen").glob("jinja-*/__jinja2_*.cache"))
+        (templates / "a.txt.jinja").write_text("two {{ x }}\n")
+        render.environment.cache_clear()  # a new process: only the on-disk cache is left
+        assert render.environment().get_template("a.txt.jinja").render(x=1) == "two 1\n"
+
+        monkeypatch.setenv("FINETUNE_GEN_NO_CACHE", "1")
+        render.environment.cache_clear()
+        assert render.environment().bytecode_cache is None
+        monkeypatch.delenv("FINETUNE_GEN_NO_CACHE")
+        (tmp_path / "blocked").write_text("a file where the cache folder would go")
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "blocked"))
+        render.environment.cache_clear()  # an unusable cache: templates are compiled each time
+        assert render.environment().bytecode_cache is None
+        assert render.environment().get_template("a.txt.jinja").render(x=2) == "two 2\n"
+    finally:
+        render.environment.cache_clear()
