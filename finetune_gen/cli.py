@@ -28,13 +28,13 @@ def handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return command(*args, **kwargs)
         except FinetuneGenError as error:
-            click.echo(f"error: {error.message}", err=True)
+            click.echo(f"error: {printable(error.message)}", err=True)
             for problem in error.problems:
-                click.echo(f"  {problem}", err=True)
+                click.echo(f"  {printable(problem)}", err=True)
             sys.exit(error.exit_code)
         except OSError as error:  # a file we read or write, beyond the checks made on it
             where = f"{error.filename}: " if error.filename else ""
-            click.echo(f"error: {where}{error.strerror or error}", err=True)
+            click.echo(f"error: {printable(where)}{error.strerror or error}", err=True)
             sys.exit(2)
         except (RecursionError, MemoryError) as error:
             click.echo(f"error: the input is too large or too deeply nested ({type(error).__name__})", err=True)
@@ -53,9 +53,18 @@ def handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def printable(text: Any) -> str:
+    """One line on the terminal: a newline or escape sequence in a file name (or any value a
+    message quotes) is shown escaped, so it can neither split a message nor drive the terminal."""
+    from .quoting import one_line
+
+    return one_line(text, limit=2000)
+
+
 def echo_diagnostics(diagnostics: list[Any]) -> None:
     for item in diagnostics:
-        click.echo(f"{item.level}: {item.header}" + (f": {item.detail}" if item.detail else ""), err=True)
+        line = f"{item.level}: {item.header}" + (f": {item.detail}" if item.detail else "")
+        click.echo(printable(line), err=True)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

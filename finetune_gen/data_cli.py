@@ -177,8 +177,10 @@ def check_data_command(
         from rich.console import Console
 
         Console(soft_wrap=False).print(summary_table(report))
+        from .quoting import one_line  # a value quoted from the data stays on its line
+
         for warning in report["warnings"]:
-            click.echo(f"warning: {warning}")
+            click.echo(f"warning: {one_line(warning, limit=2000)}")
         splits = report.get("splits")
         if splits and "error" not in splits:
             click.echo(
@@ -199,7 +201,7 @@ def check_data_command(
                 )
         if cleaned is not None:
             click.echo(
-                f"wrote {cleaned['output']}: {cleaned['rows_out']} of {cleaned['rows_in']} rows "
+                f"wrote {one_line(cleaned['output'])}: {cleaned['rows_out']} of {cleaned['rows_in']} rows "
                 f"({cleaned['dropped']['count']} dropped, why in {cleaned['report']})"
             )
     if report["problems"]["count"] and cleaned is None:

@@ -124,3 +124,17 @@ def test_hostile_spec_file_name_in_messages_is_harmless(tmp_path):
     (tmp_path / name).write_text("base_model: x\n")
     result = run_cli("validate", name, cwd=tmp_path, timeout=30)
     assert result.returncode == 2 and "Traceback" not in result.stderr
+
+
+def test_a_hostile_spec_file_name_stays_on_one_line_in_messages(tmp_path):
+    """A newline or an escape sequence in the spec's file name can't split or drive the output."""
+    name = 'we"ird\nname\x1b[31m.yaml'
+    spec = tmp_path / name
+    spec.write_text("base_model: [unclosed\n")
+    result = run_cli("validate", spec)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert "\x1b" not in result.stderr and "\\n" in lines[0] and "YAML syntax error" in lines[0]
+    missing = run_cli("validate", tmp_path / "gone\nname.yaml")
+    assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1
