@@ -11,6 +11,7 @@ step with the memory before and after.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, replace
 from typing import Any
@@ -74,8 +75,6 @@ class Planner:
         self.spec_name = spec_name
         self.strict = strict
         self._trainable_cache: dict[tuple, int] = {}
-        # Trial plans (hardware recommendations) must not recurse into recommendations.
-        self.suggest_on_no_fit = True
         self.tc = spec.training_config
         self.diagnostics: list[Diagnostic] = []
         self.warnings: list[str] = []
@@ -308,13 +307,23 @@ class Planner:
 
     # ------------------------------------------------------------ the plan
 
-    def plan(self, hardware: HardwarePlan | None = None) -> tuple[Plan, list[Diagnostic]]:
-        if self.spec.hardware is None and hardware is None:
-            from .recommend import (
-                recommend_hardware,  # circular: it plans candidate configs
-            )
+    def trial(self, method: str | None = None) -> "Planner":
+        """A quiet copy that plans a candidate configuration (hardware recommendations).
 
-            hardware = recommend_hardware(self)
+        It shares the resolved model, the data statistics and the caches, keeps its own
+        diagnostics and is never strict: a candidate that needs a fallback simply takes it.
+        """
+        trial = copy.copy(self)
+        trial.warnings, trial.diagnostics, trial.strict = [], [], False
+        if method is not None:
+            trial.tc = trial.tc.model_copy(update={"method": method})
+        return trial
+
+    def plan(self, hardware: HardwarePlan | None = None) -> tuple[Plan, list[Diagnostic]]:
+        """Plan on ``hardware`` (default: the spec's). ``planning.plan`` recommends hardware
+        when the spec names none, and adds "what would fit" to a :class:`NoFitError`."""
+        if self.spec.hardware is None and hardware is None:
+            raise ValueError("the spec names no hardware: plan with planning.plan(), which recommends it")
         hw = hardware or self.hardware_plan()
         data = self.dataset_plan()
         ctx = Context.build(self, hw, data)
@@ -601,7 +610,7 @@ class Planner:
     def finish(self, ctx: Context, draft: _Draft, data: DatasetPlan) -> Plan:
         peak = self.peak_gb(draft, ctx)
         if peak > ctx.usable:
-            raise NoFitError(self.no_fit_message(ctx, draft, peak))
+            raise self.no_fit_error(ctx, draft, peak)
         lora = ctx.lora_for(draft.method)
         trainable = self.trainable(draft.method, lora, ctx.virtual_tokens, ctx.freeze)
         quant = None
@@ -911,22 +920,17 @@ class Planner:
             ),
         )
 
-    def no_fit_message(self, ctx: Context, draft: _Draft, peak: float) -> str:
-        from .recommend import smallest_fitting_hardware
-
-        lines = [
+    def no_fit_error(self, ctx: Context, draft: _Draft, peak: float) -> NoFitError:
+        """The error for a plan that does not fit; planning.plan adds what would fit."""
+        head = (
             f"No plan fits {ctx.world_size} x {ctx.hardware.vram_per_gpu_gb:g} GB: even with "
             f"{draft.method}, micro-batch {draft.micro_batch}, gradient checkpointing "
             f"{'on' if draft.gradient_checkpointing else 'off'} and CPU offload "
             f"'{draft.cpu_offload}', the estimated peak is {peak:.1f} GB per GPU "
             f"(usable: {ctx.usable:.1f} GB)."
-        ]
-        suggestion = smallest_fitting_hardware(self, draft.method) if self.suggest_on_no_fit else ""
-        if suggestion:
-            lines.append(f"What would fit: {suggestion}.")
-        if ctx.seq_len > 512:
-            lines.append(f"Or shorten training_config.max_seq_length (now {ctx.seq_len}).")
-        return " ".join(lines)
+        )
+        tail = f"Or shorten training_config.max_seq_length (now {ctx.seq_len})." if ctx.seq_len > 512 else ""
+        return NoFitError(" ".join(filter(None, [head, tail])), head=head, tail=tail)
 
 
 def full_master_weights(draft: _Draft, precision: str) -> bool | None:
@@ -945,7 +949,7 @@ def full_master_weights(draft: _Draft, precision: str) -> bool | None:
 def plan_spec(
     spec: Spec, *, spec_name: str = "spec.yaml", strict: bool = False
 ) -> tuple[Plan, list[Diagnostic]]:
-    """Plan a spec: the public entry point."""
+    """Plan a spec that names its hardware (``planning.plan`` is the entry point for any spec)."""
     return Planner(spec, spec_name=spec_name, strict=strict).plan()
 
 
