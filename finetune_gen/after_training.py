@@ -37,18 +37,6 @@ GGUF_Q4_K_M_BYTES_PER_PARAM = 0.6
 DTYPE_NAMES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 
 
-def after_training_files(plan: Plan) -> list[str]:
-    """The files of the run folder that come after training, for this plan."""
-    files = []
-    if plan.method in MERGEABLE_METHODS:
-        files.append("merge.py")
-    if serves(plan):
-        files.append("serve.sh")
-    if plan.hardware.nodes > 1:
-        files.append("slurm.sbatch")
-    return files
-
-
 def serves(plan: Plan) -> bool:
     """vLLM serves generative models: merged adapters, LoRA adapters, fully trained models."""
     if plan.task_type == "classification":

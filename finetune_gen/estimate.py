@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .architecture import Architecture
+from .distribution import DISTRIBUTION_NAMES
 from .methods import LOW_RANK_METHODS as ADAPTER_METHODS
 from .methods import PEFT_METHODS
 from .optimizers import OPTIMIZERS
@@ -23,7 +24,7 @@ from .params import _IA3_TARGETS, METHODS, ParamCounts, linear_shapes
 
 GB = 1e9
 
-DISTRIBUTED = ("none", "ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3")
+DISTRIBUTED = DISTRIBUTION_NAMES
 OFFLOAD = ("none", "optimizer", "all")
 PRECISIONS = ("bf16", "fp16", "fp32")
 LOSS_IMPLS = ("hf", "chunked", "bf16")

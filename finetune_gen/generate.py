@@ -14,6 +14,7 @@ from typing import Any
 
 from .errors import SpecError
 from .evaluation import evaluation_plan
+from .outputs import CONFIG_NAMES
 from .plan import Plan
 from .planner import Diagnostic
 from .planning import Planned, plan
@@ -36,11 +37,7 @@ class Generated:
         """The contract's output object (section 3)."""
         return {
             "training_script": self.files["train.py"],
-            "config_files": {
-                name: text
-                for name, text in self.files.items()
-                if name.endswith((".yaml", ".json", ".sh", ".txt")) and name not in ("eval_plan.json", "resources.json")
-            },
+            "config_files": {name: text for name, text in self.files.items() if name in CONFIG_NAMES},
             "evaluation_plan": self.evaluation,
             "estimated_resources": self.resources.to_dict(),
             "plan": self.plan.public_dict(),

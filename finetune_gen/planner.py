@@ -28,6 +28,7 @@ from .catalog import (
     resolve_model,
 )
 from .data_stats import DatasetStats, read_stats, resolve_columns
+from .distribution import DISTRIBUTIONS
 from .errors import NoFitError, SpecError
 from .estimate import estimate_memory
 from .guards import plan_guards
@@ -37,6 +38,7 @@ from .hyperparams import (
     Context,
     _Draft,
 )
+from .methods import METHODS
 from .params import (
     ParamCounts,
     count_params,
@@ -47,6 +49,7 @@ from .plan import (
     Decision,
     Fallback,
     HardwarePlan,
+    LaunchPlan,
     LoraPlan,
     Plan,
     QuantizationPlan,
@@ -615,7 +618,7 @@ class Planner:
         trainable = self.trainable(draft.method, lora, ctx.virtual_tokens, ctx.freeze)
         quant = None
         if draft.method == "qlora":
-            sharded = draft.distributed in ("deepspeed_zero3", "fsdp")
+            sharded = DISTRIBUTIONS[draft.distributed].shards_weights
             compute = "bfloat16" if ctx.precision == "bf16" else "float16"
             quant = QuantizationPlan(
                 bits=4,
@@ -706,6 +709,7 @@ class Planner:
             decoder_layer_class=self.arch.decoder_layer_class,
             guards=guards,
             hardware=ctx.hardware,
+            launch=LaunchPlan.for_distribution(draft.distributed, ctx.world_size),
             total_params=self.counts.total,
             trainable_params=trainable,
             decisions=sorted(decisions.values(), key=lambda d: d.setting),
@@ -732,7 +736,7 @@ class Planner:
                 "dataset.eval_split",
             )
         self.check_system_role(ctx, data)
-        sharded = draft.distributed in ("deepspeed_zero3", "fsdp")
+        sharded = DISTRIBUTIONS[draft.distributed].shards_weights
         if draft.method == "qlora" and sharded:
             self.warn(
                 "QLoRA with sharded weights",
@@ -939,7 +943,7 @@ def full_master_weights(draft: _Draft, precision: str) -> bool | None:
     DeepSpeed and FSDP keep fp32 masters themselves; fp16 always needs them (loss scaling);
     fp32 is its own master copy.
     """
-    if draft.method not in ("full", "freeze") or draft.distributed not in ("none", "ddp"):
+    if METHODS[draft.method].is_peft or DISTRIBUTIONS[draft.distributed].engine_keeps_masters:
         return None
     if precision == "fp32":
         return None

@@ -18,9 +18,11 @@ from typing import Any
 import jinja2
 
 from . import __version__
-from .after_training import after_training, after_training_files
+from .after_training import after_training
+from .distribution import DISTRIBUTIONS
 from .methods import METHODS
 from .optimizers import needs_bitsandbytes
+from .outputs import outputs_for, readme_rows
 from .params import ia3_modules
 from .plan import Plan
 from .prompts import ALPACA_PROMPT, DEFAULT_CHAT_TEMPLATE
@@ -126,9 +128,9 @@ def training_arguments(plan: Plan) -> dict[str, Any]:
     if plan.world_size > 1:
         # Frozen base weights never get gradients; DDP must not wait for them.
         args["ddp_find_unused_parameters"] = False
-    if plan.distributed.startswith("deepspeed"):
-        args["deepspeed"] = f"ds_{plan.distributed.removeprefix('deepspeed_')}.json"
-    if plan.distributed == "fsdp":
+    if plan.launch.deepspeed_config:
+        args["deepspeed"] = plan.launch.deepspeed_config
+    if DISTRIBUTIONS[plan.distributed].is_fsdp:
         # FSDP2, one unit per decoder layer. Its own activation checkpointing replaces the
         # Trainer's (checkpointing twice breaks the backward pass).
         args["fsdp"] = True
@@ -242,9 +244,9 @@ def build_view(plan: Plan) -> View:
         ),
     ]
     if (
-        plan.method in ("full", "freeze")
+        not plan.is_peft
         and plan.precision != "fp32"
-        and plan.distributed in ("none", "ddp")
+        and not DISTRIBUTIONS[plan.distributed].engine_keeps_masters
     ):
         features.append(
             "fp32 master weights with "
@@ -382,42 +384,19 @@ def render_files(plan: Plan, resources: Resources, evaluation: dict[str, Any]) -
         "header": header,
         "after": after_training(plan, resources),
     }
-    names = [
-        "train.py",
-        "eval.py",
-        "probe.py",
-        "config.yaml",
-        "launch.sh",
-        "requirements.txt",
-        "README.md",
-        "eval_plan.md",
-        "resources.md",
-    ]
-    names += distributed_files(plan)
-    names += after_training_files(plan)  # merge.py, serve.sh, slurm.sbatch where they apply
-    context["files"] = names
+    outputs = outputs_for(plan)
+    context["files"] = [output.name for output in outputs]
+    context["readme_files"] = readme_rows(plan, context["after"])
+    data = {"eval_plan.json": evaluation, "resources.json": resources.to_dict()}
     files: dict[str, str] = {}
-    for name in names:
-        text = env.get_template(template_name(name)).render(**context)
-        if name.endswith(".py"):
-            text = format_python(text, name)
-        files[name] = text
-    files["eval_plan.json"] = json.dumps(evaluation, indent=2, sort_keys=True) + "\n"
-    files["resources.json"] = json.dumps(resources.to_dict(), indent=2, sort_keys=True) + "\n"
+    for output in outputs:
+        if not output.template:  # data, written as JSON
+            files[output.name] = json.dumps(data[output.name], indent=2, sort_keys=True) + "\n"
+            continue
+        text = env.get_template(output.template).render(**context)
+        if output.name.endswith(".py"):
+            text = format_python(text, output.name)
+        files[output.name] = text
     return dict(sorted(files.items()))
 
 
-def template_name(output_name: str) -> str:
-    if output_name.startswith("ds_"):
-        return "deepspeed.json.jinja"
-    return output_name + ".jinja"
-
-
-def distributed_files(plan: Plan) -> list[str]:
-    """The accelerate / DeepSpeed / FSDP files this plan's launch needs."""
-    files = []
-    if plan.world_size > 1 or plan.distributed != "none":
-        files.append("accelerate.yaml")
-    if plan.distributed.startswith("deepspeed"):
-        files.append(f"ds_{plan.distributed.removeprefix('deepspeed_')}.json")
-    return files

@@ -27,6 +27,7 @@ from pydantic import (
     model_validator,
 )
 
+from .distribution import DISTRIBUTION_NAMES
 from .errors import SpecError, short_repr
 from .methods import METHOD_NAMES
 from .optimizers import LR_SCHEDULERS, OPTIMIZERS
@@ -49,7 +50,7 @@ class DatasetFormat(str, Enum):
 
 Method = Literal[METHOD_NAMES]  # type: ignore[valid-type]  # the registry's keys
 METHODS: tuple[str, ...] = get_args(Method)
-Distributed = Literal["auto", "none", "ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3"]
+Distributed = Literal[("auto", *DISTRIBUTION_NAMES)]  # type: ignore[valid-type]  # "auto" + the registry
 CpuOffload = Literal["none", "optimizer", "all"]
 Precision = Literal["bf16", "fp16", "fp32"]
 OnNan = Literal["stop", "rollback"]
