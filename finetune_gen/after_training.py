@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from .plan import Plan
-from .prompts import ALPACA_PROMPT
+from .prompts import ALPACA_PROMPT, PROMPT_FORMATS
 from .resources import Resources
+from .tasks import TASKS
 
 # peft's merge_and_unload folds these adapters into the base weights. Prefix and prompt
 # tuning add virtual tokens instead of changing weights: there is nothing to merge.
@@ -39,7 +40,7 @@ DTYPE_NAMES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 
 def serves(plan: Plan) -> bool:
     """vLLM serves generative models: merged adapters, LoRA adapters, fully trained models."""
-    if plan.task_type == "classification":
+    if TASKS[plan.task_type].classifies:
         return False
     return plan.method in MERGEABLE_METHODS or not plan.is_peft
 
@@ -90,7 +91,7 @@ def slurm_time_limit(hours: float) -> str:
 
 def curl_request(plan: Plan, model: str) -> tuple[str, str]:
     """(endpoint, JSON body) of an example request in the format the model was trained on."""
-    if plan.prompt_format == "alpaca":
+    if PROMPT_FORMATS[plan.prompt_format].plain_text:
         prompt = ALPACA_PROMPT.format(instruction="Name three primary colours.")
         body: dict[str, Any] = {"model": model, "prompt": prompt, "max_tokens": 128}
         return "/v1/completions", json.dumps(body)

@@ -13,13 +13,13 @@ from .errors import SpecError
 from .methods import LOW_RANK_METHODS
 from .params import adapts_fused_experts, resolve_target_modules
 from .plan import DatasetPlan, Decision, Fallback, HardwarePlan, LoraPlan
-from .prompts import FORMAT_OVERHEAD_TOKENS
+from .prompts import FORMAT_OVERHEAD_TOKENS, PROMPT_FORMATS
+from .tasks import TASKS
 
 if TYPE_CHECKING:
     from .planner import Planner
 
 LORA_LIKE = LOW_RANK_METHODS
-DEFAULT_SEQ_LEN = {"classification": 512}
 DEFAULT_SEQ_LEN_OTHER = 2048
 DEFAULT_NUM_EXAMPLES = 10_000
 DEFAULT_TOKENS_PER_EXAMPLE = 350
@@ -131,12 +131,7 @@ class Context:
         put(
             "prompt_format",
             prompt_format,
-            {
-                "chat_template": "the tokenizer ships a chat template: train in the format used at inference",
-                "chatml_default": "the model has no chat template: ChatML with new special tokens",
-                "alpaca": "a base model without a chat template: the Alpaca prompt, no new tokens",
-                "none": f"{task} does not use prompts",
-            }[prompt_format],
+            PROMPT_FORMATS[prompt_format].why.format(task=task),
         )
         # Sequence length: a high percentile of the data when at hand, capped by the context.
         context = arch.max_position_embeddings
@@ -162,7 +157,7 @@ class Context:
                 f"model's {context}-token context",
             )
         else:
-            default = min(context, DEFAULT_SEQ_LEN.get(task, DEFAULT_SEQ_LEN_OTHER))
+            default = min(context, TASKS[task].default_seq_len or DEFAULT_SEQ_LEN_OTHER)
             seq_len = put(
                 "max_seq_length",
                 default,

@@ -21,6 +21,9 @@ class MethodEntry:
     peft_config_class: str = ""
     base_bits: int = 16  # how the frozen base is stored during training
     partial: str = "peft"  # templates/train/method_<partial>.py.jinja
+    # The model is fed input embeddings (virtual tokens prepended), not token ids, so a
+    # classification head cannot find the padding by its id: texts are padded on the left.
+    feeds_embeddings: bool = False
 
     @property
     def is_peft(self) -> bool:
@@ -43,7 +46,7 @@ METHODS: dict[str, MethodEntry] = {
         MethodEntry("qlora", "QLoRA (4-bit NF4 base + LoRA)", "low_rank", "LoraConfig", base_bits=4),
         MethodEntry("dora", "DoRA (weight-decomposed LoRA)", "low_rank", "LoraConfig"),
         MethodEntry("prefix_tuning", "prefix tuning", "prompt", "PrefixTuningConfig"),
-        MethodEntry("prompt_tuning", "prompt tuning", "prompt", "PromptTuningConfig"),
+        MethodEntry("prompt_tuning", "prompt tuning", "prompt", "PromptTuningConfig", feeds_embeddings=True),
         MethodEntry("ia3", "IA3", "scaling", "IA3Config"),
         MethodEntry("loha", "LoHa", "low_rank", "LoHaConfig"),
         MethodEntry("lokr", "LoKr", "low_rank", "LoKrConfig"),

@@ -54,8 +54,9 @@ from .plan import (
     Plan,
     QuantizationPlan,
 )
-from .prompts import template_system_role
+from .prompts import PROMPT_FORMATS, template_system_role
 from .shape import build_shape
+from .tasks import TASKS
 from .spec import Spec
 
 # Quality order for automatic method choice (the issue and the seed: full > LoRA > QLoRA).
@@ -83,9 +84,7 @@ class Planner:
         self.warnings: list[str] = []
         self.model: ResolvedModel = resolve_model(spec.base_model)
         self.arch: Architecture = self.model.architecture
-        self.task = (
-            "sequence_classification" if spec.task_type.value == "classification" else "causal_lm"
-        )
+        self.task = TASKS[spec.task_type.value].head
         self.columns = resolve_columns(
             spec.task_type.value, spec.dataset.format.value, spec.dataset.columns
         )
@@ -116,12 +115,7 @@ class Planner:
     def check_task_and_method(self) -> None:
         """Requests that cannot run with the installed stack, refused before planning."""
         task, method = self.spec.task_type.value, self.tc.method
-        needs = {
-            "instruction": [("prompt", "response"), ("messages",)],
-            "chat": [("prompt", "response"), ("messages",)],
-            "classification": [("text", "label")],
-            "generation": [("text",), ("prompt", "response"), ("messages",)],
-        }[task]
+        needs = TASKS[task].roles
         if not any(all(role in self.columns for role in option) for option in needs):
             wanted = " or ".join("+".join(option) for option in needs)
             raise SpecError(
@@ -761,7 +755,7 @@ class Planner:
 
     def check_system_role(self, ctx: Context, data: DatasetPlan) -> None:
         """A local model's chat template without a system role, said at plan time."""
-        if ctx.prompt_format != "chat_template" or self.model.path is None:
+        if not PROMPT_FORMATS[ctx.prompt_format].uses_model_template or self.model.path is None:
             return
         template = local_chat_template(self.model.path)
         if template is None or template_system_role(template) != "refused":

@@ -9,6 +9,7 @@ from __future__ import annotations
 from .estimate import TrainingShape
 from .methods import METHODS, PROMPT_METHODS
 from .plan import LoraPlan, Plan
+from .tasks import TASKS
 
 
 def lora_targets(lora: LoraPlan | None) -> tuple[str, ...] | str | None:
@@ -18,7 +19,7 @@ def lora_targets(lora: LoraPlan | None) -> tuple[str, ...] | str | None:
 
 
 def estimator_task(task_type: str) -> str:
-    return "sequence_classification" if task_type == "classification" else "causal_lm"
+    return TASKS[task_type].head
 
 
 def build_shape(

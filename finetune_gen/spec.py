@@ -29,23 +29,16 @@ from pydantic import (
 
 from .distribution import DISTRIBUTION_NAMES
 from .errors import SpecError, short_repr
+from .formats import FORMAT_NAMES
 from .methods import METHOD_NAMES
 from .optimizers import LR_SCHEDULERS, OPTIMIZERS
 from .safe_io import read_text_file
+from .tasks import TASK_NAMES
 
 
-class TaskType(str, Enum):
-    instruction = "instruction"
-    chat = "chat"
-    classification = "classification"
-    generation = "generation"
-
-
-class DatasetFormat(str, Enum):
-    alpaca = "alpaca"
-    sharegpt = "sharegpt"
-    chatml = "chatml"
-    custom = "custom"
+# The registries' keys, in their order (the schema's enums and the error messages follow).
+TaskType = Enum("TaskType", [(name, name) for name in TASK_NAMES], type=str, module=__name__)
+DatasetFormat = Enum("DatasetFormat", [(name, name) for name in FORMAT_NAMES], type=str, module=__name__)
 
 
 Method = Literal[METHOD_NAMES]  # type: ignore[valid-type]  # the registry's keys
