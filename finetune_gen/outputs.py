@@ -92,7 +92,7 @@ OUTPUTS: tuple[Output, ...] = (
     Output("resources.json", "", _text("memory, time, storage and cost estimate")),
     Output("eval_plan.md", "eval_plan.md.jinja", _text("what to evaluate and how")),
     Output("eval_plan.json", "", _text("what to evaluate and how")),
-    Output("requirements.txt", "requirements.txt.jinja", _text(""), config=True),
+    Output("requirements.txt", "requirements.txt.jinja", _text("the Python packages"), config=True),
     Output("README.md", "README.md.jinja", _text("")),
 )
 # `generate --format notebook` writes this one file instead of the folder.
