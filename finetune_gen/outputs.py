@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from .after_training import MERGEABLE_METHODS, AfterTraining, serves
 from .distribution import DEEPSPEED_CONFIGS
 from .plan import Plan
+from .tasks import TASKS
 
 
 def _always(plan: Plan) -> bool:
@@ -27,16 +28,21 @@ class Output:
     template: str
     # The run README's row, from the plan's after-training values ("" when the README does
     # not list the file); consecutive rows with the same text share one line of the table.
-    describe: Callable[[AfterTraining], str]
+    describe: Callable[[Plan, AfterTraining], str]
     when: Callable[[Plan], bool] = _always
     config: bool = False  # one of the output object's config_files (contract section 3)
 
 
-def _text(text: str) -> Callable[[AfterTraining], str]:
-    return lambda after: text
+def _text(text: str) -> Callable[[Plan, AfterTraining], str]:
+    return lambda plan, after: text
 
 
-def _serve_text(after: AfterTraining) -> str:
+def _eval_text(plan: Plan, after: AfterTraining) -> str:
+    metrics = "perplexity, task metrics" if TASKS[plan.task_type].perplexity else "task metrics"
+    return f"{metrics} and a contamination check on the held-out split"
+
+
+def _serve_text(plan: Plan, after: AfterTraining) -> str:
     return "serves the model with vLLM (OpenAI-compatible API)" + (
         ", merged or as a LoRA adapter" if after.serve_adapter else ""
     )
@@ -56,11 +62,7 @@ def _deepspeed(name: str) -> Output:
 OUTPUTS: tuple[Output, ...] = (
     Output("train.py", "train.py.jinja", _text("the training script (standalone; `--help` lists its options)")),
     Output("probe.py", "probe.py.jinja", _text("a few steps at the planned shape, measured against the estimate")),
-    Output(
-        "eval.py",
-        "eval.py.jinja",
-        _text("perplexity, task metrics and a contamination check on the held-out split"),
-    ),
+    Output("eval.py", "eval.py.jinja", _eval_text),
     Output("config.yaml", "config.yaml.jinja", _text("the resolved plan with the reason for each value"), config=True),
     Output("launch.sh", "launch.sh.jinja", _text("the launch command for this hardware"), config=True),
     Output(
@@ -73,7 +75,7 @@ OUTPUTS: tuple[Output, ...] = (
     Output(
         "merge.py",
         "merge.py.jinja",
-        lambda after: (
+        lambda plan, after: (
             f"merges the adapter into the base model ({after.merge_dtype}), checks the logits, "
             "saves safetensors"
         ),
@@ -111,7 +113,7 @@ def readme_rows(plan: Plan, after: AfterTraining) -> list[tuple[list[str], str]]
     """The run README's file table: (file names, what they are)."""
     rows: list[tuple[list[str], str]] = []
     for output in outputs_for(plan):
-        text = output.describe(after)
+        text = output.describe(plan, after)
         if not text:
             continue
         if rows and rows[-1][1] == text:

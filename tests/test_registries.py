@@ -153,7 +153,7 @@ def test_the_run_folder_is_the_outputs_table(rendered):
         table = files["README.md"].split("## Files", 1)[1].split("\n\n", 2)[1]
         listed = set(re.findall(r"`([^`]+)`", "\n".join(line.split(" | ")[0] for line in table.splitlines())))
         after = after_training(plan, planned.resources)
-        assert listed == {o.name for o in outputs_for(plan) if o.describe(after)}, combo
+        assert listed == {o.name for o in outputs_for(plan) if o.describe(plan, after)}, combo
         assert {"train.py", "eval.py", "probe.py", "launch.sh", "resources.json"} <= listed
 
 
