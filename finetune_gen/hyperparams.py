@@ -121,13 +121,9 @@ class Context:
                 "if the loss turns NaN, lower the learning rate 10x (the seed's instability ladder)",
                 "training_config.precision",
             )
-        # Prompt format: the model's chat template when it has one.
-        if task == "chat":
-            prompt_format = "chat_template" if arch.has_chat_template else "chatml_default"
-        elif task == "instruction":
-            prompt_format = "chat_template" if arch.has_chat_template else "alpaca"
-        else:
-            prompt_format = "none"
+        # Prompt format: the model's chat template when it has one (the task entry says which).
+        with_template, without = TASKS[task].prompt_formats
+        prompt_format = with_template if arch.has_chat_template else without
         put(
             "prompt_format",
             prompt_format,

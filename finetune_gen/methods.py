@@ -12,6 +12,19 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
+class Refusal:
+    """A request the installed stack cannot run with this method, refused at plan time."""
+
+    message: str  # "path: what is refused"
+    problem: str  # "path: why, and what to do instead"
+    task: str = ""  # only for this task type ("" : any)
+    setting: str = ""  # only when this training_config setting is on ("" : always)
+
+    def applies(self, task: str, settings: dict[str, object]) -> bool:
+        return (not self.task or self.task == task) and (not self.setting or bool(settings.get(self.setting)))
+
+
+@dataclass(frozen=True)
 class MethodEntry:
     name: str
     title: str
@@ -24,6 +37,7 @@ class MethodEntry:
     # The model is fed input embeddings (virtual tokens prepended), not token ids, so a
     # classification head cannot find the padding by its id: texts are padded on the left.
     feeds_embeddings: bool = False
+    refusals: tuple[Refusal, ...] = ()
 
     @property
     def is_peft(self) -> bool:
@@ -45,7 +59,26 @@ METHODS: dict[str, MethodEntry] = {
         MethodEntry("lora", "LoRA", "low_rank", "LoraConfig"),
         MethodEntry("qlora", "QLoRA (4-bit NF4 base + LoRA)", "low_rank", "LoraConfig", base_bits=4),
         MethodEntry("dora", "DoRA (weight-decomposed LoRA)", "low_rank", "LoraConfig"),
-        MethodEntry("prefix_tuning", "prefix tuning", "prompt", "PrefixTuningConfig"),
+        MethodEntry(
+            "prefix_tuning",
+            "prefix tuning",
+            "prompt",
+            "PrefixTuningConfig",
+            refusals=(
+                Refusal(
+                    "training_config.method: prefix_tuning cannot train a classification head here",
+                    "training_config.method: peft's prefix tuning needs past key values, which "
+                    "transformers 5 sequence-classification models do not accept; use prompt_tuning or lora",
+                    task="classification",
+                ),
+                Refusal(
+                    "training_config.gradient_checkpointing: not with prefix_tuning",
+                    "training_config.gradient_checkpointing: peft refuses prefix tuning with "
+                    "checkpointing; set it to false (or use prompt_tuning / lora)",
+                    setting="gradient_checkpointing",
+                ),
+            ),
+        ),
         MethodEntry("prompt_tuning", "prompt tuning", "prompt", "PromptTuningConfig", feeds_embeddings=True),
         MethodEntry("ia3", "IA3", "scaling", "IA3Config"),
         MethodEntry("loha", "LoHa", "low_rank", "LoHaConfig"),

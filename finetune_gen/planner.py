@@ -130,22 +130,11 @@ class Planner:
                     )
                 ],
             )
-        if method == "prefix_tuning" and task == "classification":
-            raise SpecError(
-                "training_config.method: prefix_tuning cannot train a classification head here",
-                problems=[
-                    "training_config.method: peft's prefix tuning needs past key values, which "
-                    "transformers 5 sequence-classification models do not accept; use prompt_tuning or lora"
-                ],
-            )
-        if method == "prefix_tuning" and self.tc.gradient_checkpointing:
-            raise SpecError(
-                "training_config.gradient_checkpointing: not with prefix_tuning",
-                problems=[
-                    "training_config.gradient_checkpointing: peft refuses prefix tuning with "
-                    "checkpointing; set it to false (or use prompt_tuning / lora)"
-                ],
-            )
+        if method is not None:
+            settings = self.tc.model_dump()
+            for refusal in METHODS[method].refusals:
+                if refusal.applies(task, settings):
+                    raise SpecError(refusal.message, problems=[refusal.problem])
 
     # ------------------------------------------------------------ data
 
@@ -670,9 +659,9 @@ class Planner:
             quantization=quant,
             lora=lora,
             num_virtual_tokens=(
-                ctx.virtual_tokens if draft.method in ("prefix_tuning", "prompt_tuning") else None
+                ctx.virtual_tokens if METHODS[draft.method].trains_virtual_tokens else None
             ),
-            freeze_trainable_layers=ctx.freeze if draft.method == "freeze" else None,
+            freeze_trainable_layers=ctx.freeze if METHODS[draft.method].kind == "freeze" else None,
             distributed=draft.distributed,
             cpu_offload=draft.cpu_offload,
             precision=ctx.precision,

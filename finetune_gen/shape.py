@@ -6,6 +6,7 @@ with it, so the two cannot drift apart (they once did: the plan's label count wa
 
 from __future__ import annotations
 
+from .distribution import DISTRIBUTIONS
 from .estimate import TrainingShape
 from .methods import METHODS, PROMPT_METHODS
 from .plan import LoraPlan, Plan
@@ -84,7 +85,7 @@ def shape_for_plan(plan: Plan) -> TrainingShape:
         full_master_weights_fp32=(
             plan.fp32_master_weights
             if not METHODS[plan.method].is_peft
-            and plan.distributed in ("none", "ddp")
+            and not DISTRIBUTIONS[plan.distributed].engine_keeps_masters
             and plan.precision != "fp32"
             else None
         ),

@@ -29,6 +29,8 @@ class TaskEntry:
     default_seq_len: int | None = None
     # eval.py generates text and scores it against references (ROUGE-L needs rouge-score).
     scores_generations: bool = False
+    # The prompt format (prompts.PROMPT_FORMATS) for a model with a chat template, and without.
+    prompt_formats: tuple[str, str] = ("none", "none")
     # The loss is on every token of raw text (packed into blocks when the plan packs).
     raw_text: bool = False
     # What eval.py's samples hold.
@@ -84,6 +86,7 @@ TASKS: dict[str, TaskEntry] = {
             CONVERSATION_ROLES,
             "the response tokens only (the prompt is masked)",
             scores_generations=True,
+            prompt_formats=("chat_template", "alpaca"),
         ),
         TaskEntry(
             "chat",
@@ -92,6 +95,7 @@ TASKS: dict[str, TaskEntry] = {
             CONVERSATION_ROLES,
             "assistant turns only (system and user turns are masked)",
             scores_generations=True,
+            prompt_formats=("chat_template", "chatml_default"),
         ),
         TaskEntry(
             "classification",
