@@ -13,17 +13,16 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from .methods import MERGEABLE_METHODS, METHODS
 from .plan import Plan
 from .prompts import ALPACA_PROMPT, PROMPT_FORMATS
 from .resources import Resources
 from .tasks import TASKS
 
-# peft's merge_and_unload folds these adapters into the base weights. Prefix and prompt
-# tuning add virtual tokens instead of changing weights: there is nothing to merge.
-MERGEABLE_METHODS = ("lora", "qlora", "dora", "ia3", "loha", "lokr")
+# peft's merge_and_unload folds these adapters into the base weights (the methods registry).
 # vLLM loads plain LoRA adapters (and QLoRA's, which are LoRA over a quantized base) at
 # serving time; DoRA, IA3, LoHa and LoKr adapters are served merged.
-VLLM_ADAPTER_METHODS = ("lora", "qlora")
+VLLM_ADAPTER_METHODS = tuple(n for n, m in METHODS.items() if m.served_as_adapter)
 # The values `vllm serve --max-lora-rank` accepts (vllm 0.33.0, vllm/config/lora.py
 # MaxLoRARanks; the flag list in tests/data/vllm-serve-flags.txt comes from the same wheel).
 VLLM_MAX_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)

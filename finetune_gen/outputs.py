@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .after_training import MERGEABLE_METHODS, AfterTraining, serves
+from .after_training import AfterTraining, serves
 from .distribution import DEEPSPEED_CONFIGS
+from .methods import METHODS
 from .plan import Plan
 from .tasks import TASKS
 
@@ -79,7 +80,7 @@ OUTPUTS: tuple[Output, ...] = (
             f"merges the adapter into the base model ({after.merge_dtype}), checks the logits, "
             "saves safetensors"
         ),
-        lambda plan: plan.method in MERGEABLE_METHODS,
+        lambda plan: METHODS[plan.method].mergeable,
     ),
     Output("serve.sh", "serve.sh.jinja", _serve_text, serves, config=True),
     Output(

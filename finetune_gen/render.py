@@ -171,7 +171,7 @@ def peft_arguments(plan: Plan) -> dict[str, Any]:
         return {"target_modules": targets, "feedforward_modules": feedforward, "task_type": task}
     if plan.lora is None:
         return {"task_type": task}
-    if plan.method in ("loha", "lokr"):
+    if METHODS[plan.method].adapter in ("loha", "lokr"):
         return {
             "r": plan.lora.r,
             "alpha": plan.lora.alpha,
@@ -189,6 +189,7 @@ def peft_arguments(plan: Plan) -> dict[str, Any]:
     }
     if plan.lora.use_dora:
         kwargs["use_dora"] = True
+    kwargs.update(METHODS[plan.method].peft_options)
     return kwargs
 
 

@@ -122,8 +122,7 @@ def rendered():
 
 def test_every_entry_renders_and_eval_and_probe_use_only_what_train_defines(rendered):
     folders, refused = rendered
-    for combo, (planned, files) in folders.items():
-        plan = planned.plan
+    for combo, (_, files) in folders.items():
         trees = {name: ast.parse(files[name], filename=name) for name in ("train.py", "eval.py", "probe.py")}
         for name, text in files.items():
             if name.endswith(".py"):
