@@ -219,3 +219,44 @@ def test_every_template_partial_an_entry_names_exists():
             assert (TEMPLATES / "train" / f"format_{entry.partial_for(columns)}.py.jinja").is_file()
     for output in OUTPUTS:
         assert not output.template or (TEMPLATES / output.template).is_file(), output.name
+
+
+def test_a_lora_variant_is_one_methods_entry(tmp_path):
+    """docs/architecture.md: a PEFT method reusing an adapter family is an entry in methods.py
+    (plus the regenerated schema). A copy of the package gains only that entry and generates."""
+    import shutil
+    import subprocess
+    import sys
+
+    shutil.copytree(ROOT / "finetune_gen", tmp_path / "finetune_gen", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(TEMPLATES, tmp_path / "templates")
+    methods = tmp_path / "finetune_gen" / "methods.py"
+    anchor = '        MethodEntry("lokr", "LoKr", "low_rank", "LoKrConfig", adapter="lokr"),\n'
+    text = methods.read_text()
+    assert anchor in text
+    entry = (
+        '        MethodEntry("rslora", "rsLoRA (rank-stabilised LoRA)", "low_rank", "LoraConfig",'
+        ' adapter="lora", peft_options=(("use_rslora", True),)),\n'
+    )
+    methods.write_text(text.replace(anchor, anchor + entry))
+    (tmp_path / "spec.yaml").write_text(
+        "base_model: Qwen/Qwen2.5-0.5B\ntask_type: instruction\n"
+        "dataset: {path: org/data, format: alpaca, num_examples: 2000}\n"
+        "training_config: {method: rslora}\nhardware: {gpus: 1, gpu_type: a10g_24gb}\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "finetune_gen", "generate", "spec.yaml", "--format", "json"],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(tmp_path), "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "FINETUNE_GEN_NO_CACHE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    import json
+
+    output = json.loads(result.stdout)
+    script = output["training_script"]
+    assert '"use_rslora": True' in script and "LoraConfig(**PEFT_CONFIG" in script
+    assert output["plan"]["lora"]["r"] > 0 and output["plan"]["trainable_params"] > 0
+    assert output["estimated_resources"]["gpu_memory_gb"] > 0
