@@ -26,7 +26,6 @@ import argparse
 import contextlib
 import importlib
 import json
-import math
 import re
 from pathlib import Path
 
