@@ -261,3 +261,26 @@ def test_a_lora_variant_is_one_methods_entry(tmp_path):
     assert '"use_rslora": True' in script and "LoraConfig(**PEFT_CONFIG" in script
     assert output["plan"]["lora"]["r"] > 0 and output["plan"]["trainable_params"] > 0
     assert output["estimated_resources"]["gpu_memory_gb"] > 0
+
+
+def test_every_rendered_script_passes_pyflakes(rendered, tmp_path):
+    """No unused import or undefined name in any entry's scripts (goldens cover only a few)."""
+    import subprocess
+    import sys
+
+    folders, _ = rendered
+    paths = []
+    for number, (_, files) in enumerate(folders.values()):
+        folder = tmp_path / str(number)
+        folder.mkdir()
+        for name, text in files.items():
+            if name.endswith(".py"):
+                (folder / name).write_text(text)
+                paths.append(str(folder / name))
+    result = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "--isolated", "--no-cache", "--select", "F", *paths],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:]
