@@ -226,7 +226,7 @@ def check_method(work: Path, model: Path, data: Path, method: str, seq_len: int)
     run_folder = generate(work, model, data, method, seq_len)
     from finetune_gen.generate import plan_file
 
-    plan = plan_file(run_folder.parent / "spec.yaml", out_dir=run_folder)[0]
+    plan = plan_file(run_folder.parent / "spec.yaml", out_dir=run_folder).plan
     result: dict = {"method": method, "run_folder": str(run_folder)}
     result["plan"] = {
         key: getattr(plan, key)

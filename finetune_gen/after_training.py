@@ -13,16 +13,16 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from .methods import MERGEABLE_METHODS, METHODS
 from .plan import Plan
-from .prompts import ALPACA_PROMPT
+from .prompts import ALPACA_PROMPT, PROMPT_FORMATS
 from .resources import Resources
+from .tasks import TASKS
 
-# peft's merge_and_unload folds these adapters into the base weights. Prefix and prompt
-# tuning add virtual tokens instead of changing weights: there is nothing to merge.
-MERGEABLE_METHODS = ("lora", "qlora", "dora", "ia3", "loha", "lokr")
+# peft's merge_and_unload folds these adapters into the base weights (the methods registry).
 # vLLM loads plain LoRA adapters (and QLoRA's, which are LoRA over a quantized base) at
 # serving time; DoRA, IA3, LoHa and LoKr adapters are served merged.
-VLLM_ADAPTER_METHODS = ("lora", "qlora")
+VLLM_ADAPTER_METHODS = tuple(n for n, m in METHODS.items() if m.served_as_adapter)
 # The values `vllm serve --max-lora-rank` accepts (vllm 0.33.0, vllm/config/lora.py
 # MaxLoRARanks; the flag list in tests/data/vllm-serve-flags.txt comes from the same wheel).
 VLLM_MAX_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
@@ -37,21 +37,9 @@ GGUF_Q4_K_M_BYTES_PER_PARAM = 0.6
 DTYPE_NAMES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 
 
-def after_training_files(plan: Plan) -> list[str]:
-    """The files of the run folder that come after training, for this plan."""
-    files = []
-    if plan.method in MERGEABLE_METHODS:
-        files.append("merge.py")
-    if serves(plan):
-        files.append("serve.sh")
-    if plan.hardware.nodes > 1:
-        files.append("slurm.sbatch")
-    return files
-
-
 def serves(plan: Plan) -> bool:
     """vLLM serves generative models: merged adapters, LoRA adapters, fully trained models."""
-    if plan.task_type == "classification":
+    if TASKS[plan.task_type].classifies:
         return False
     return plan.method in MERGEABLE_METHODS or not plan.is_peft
 
@@ -102,7 +90,7 @@ def slurm_time_limit(hours: float) -> str:
 
 def curl_request(plan: Plan, model: str) -> tuple[str, str]:
     """(endpoint, JSON body) of an example request in the format the model was trained on."""
-    if plan.prompt_format == "alpaca":
+    if PROMPT_FORMATS[plan.prompt_format].plain_text:
         prompt = ALPACA_PROMPT.format(instruction="Name three primary colours.")
         body: dict[str, Any] = {"model": model, "prompt": prompt, "max_tokens": 128}
         return "/v1/completions", json.dumps(body)

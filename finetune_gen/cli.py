@@ -188,11 +188,10 @@ def diff(old_spec: Path, new_spec: Path, strict: bool) -> None:
 def plan(spec: Path, as_json: bool, strict: bool) -> None:
     """Show what SPEC resolves to: every decision and why, the memory breakdown, the fallbacks."""
     from .generate import plan_file
-    from .resources import estimate_resources
     from .summary import summary_text
 
-    resolved, planner, diagnostics = plan_file(spec, strict=strict)
-    resources = estimate_resources(resolved, planner.arch, planner.counts)
+    planned = plan_file(spec, strict=strict)
+    resolved, resources = planned.plan, planned.resources
     if as_json:
         payload = {"plan": resolved.public_dict(), "estimated_resources": resources.to_dict()}
         click.echo(json.dumps(payload, indent=2, sort_keys=True))

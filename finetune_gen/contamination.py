@@ -22,13 +22,10 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from .errors import SpecError
+from .formats import FORMATS
 
 # Fields holding a row's content, per dataset format; other fields (ids, metadata) are skipped.
-FORMAT_FIELDS: dict[str, list[str]] = {
-    "alpaca": ["instruction", "input", "output"],
-    "sharegpt": ["conversations"],
-    "chatml": ["messages"],
-}
+FORMAT_FIELDS: dict[str, list[str]] = {name: f.content_fields for name, f in FORMATS.items() if f.columns}
 
 # ---- shared core: rendered verbatim into the generated eval.py (standard library only) ----
 DEFAULT_NGRAM = 13

@@ -12,14 +12,10 @@ import click
 from .data_check import MIN_PER_CLASS, NEAR_DUP_THRESHOLD
 from .data_stats import resolve_columns
 from .errors import SpecError
+from .tasks import TASKS
 
 SPEC_SUFFIXES = (".yaml", ".yml", ".json")
-TASK_ROLES = {
-    "instruction": [("prompt", "response"), ("messages",)],
-    "chat": [("prompt", "response"), ("messages",)],
-    "classification": [("text", "label")],
-    "generation": [("text",), ("prompt", "response"), ("messages",)],
-}
+TASK_ROLES = {name: entry.roles for name, entry in TASKS.items()}
 
 
 def parse_columns(args: tuple[str, ...]) -> dict[str, str]:

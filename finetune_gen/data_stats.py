@@ -21,14 +21,11 @@ from typing import Any
 from .data_check import _RowChecker
 from .data_read import DataReader
 from .errors import SpecError
+from .formats import FORMATS
 
 CHARS_PER_TOKEN = 4.0
 # Per-format default field names; `custom` takes the spec's `columns` mapping instead.
-DEFAULT_COLUMNS: dict[str, dict[str, str]] = {
-    "alpaca": {"prompt": "instruction", "input": "input", "response": "output"},
-    "sharegpt": {"messages": "conversations"},
-    "chatml": {"messages": "messages"},
-}
+DEFAULT_COLUMNS: dict[str, dict[str, str]] = {name: f.columns for name, f in FORMATS.items() if f.columns}
 CLASSIFICATION_COLUMNS = {"text": "text", "label": "label"}
 GENERATION_COLUMNS = {"text": "text"}
 # Every row is counted up to this many bytes read (a 1M-row alpaca file is ~0.5 GiB; see the

@@ -23,9 +23,23 @@ class SpecError(FinetuneGenError):
 
 
 class NoFitError(FinetuneGenError):
-    """No plan fits the hardware (exit 3); the message says what would."""
+    """No plan fits the hardware (exit 3); the message says what would.
+
+    ``head`` and ``tail`` are the planner's sentences around the place where planning adds
+    "What would fit: ..." (empty for refusals that have no such place, like --strict's).
+    """
 
     exit_code = 3
+
+    def __init__(self, message: str, *, head: str = "", tail: str = "", problems: list[str] | None = None):
+        super().__init__(message, problems=problems)
+        self.head = head
+        self.tail = tail
+
+    def with_suggestion(self, suggestion: str) -> "NoFitError":
+        if not (self.head and suggestion):
+            return self
+        return NoFitError(" ".join(filter(None, [self.head, f"What would fit: {suggestion}.", self.tail])))
 
 
 def short_repr(value: Any, limit: int = 60) -> str:

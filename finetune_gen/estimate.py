@@ -16,14 +16,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .architecture import Architecture
+from .distribution import DISTRIBUTION_NAMES
 from .methods import LOW_RANK_METHODS as ADAPTER_METHODS
-from .methods import PEFT_METHODS
+from .methods import LORA_FAMILY, PEFT_METHODS
 from .optimizers import OPTIMIZERS
 from .params import _IA3_TARGETS, METHODS, ParamCounts, linear_shapes
 
 GB = 1e9
 
-DISTRIBUTED = ("none", "ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3")
+DISTRIBUTED = DISTRIBUTION_NAMES
 OFFLOAD = ("none", "optimizer", "all")
 PRECISIONS = ("bf16", "fp16", "fp32")
 LOSS_IMPLS = ("hf", "chunked", "bf16")
@@ -430,7 +431,7 @@ def _layer_activation_bytes(arch: Architecture, shape: TrainingShape, trainable:
         rank = _effective_rank(arch, shape)
         for s in _adapted_shapes(arch, shape):
             cnt = s.count
-            if shape.method in ("lora", "qlora", "dora"):
+            if shape.method in LORA_FAMILY:
                 # fp32 adapter (peft autocast_adapter_dtype); under autocast lora_A keeps the
                 # 16-bit cast of the dropped-out input (fp32 runs keep it in fp32), and lora_B
                 # keeps lora_A's output (rank wide).
@@ -448,7 +449,7 @@ def _layer_activation_bytes(arch: Architecture, shape: TrainingShape, trainable:
 
 def _effective_rank(arch: Architecture, shape: TrainingShape) -> float:
     """The LoRA rank implied by ``trainable_params`` and the adapted modules (for lora_B's input)."""
-    if shape.method not in ("lora", "qlora", "dora"):
+    if shape.method not in LORA_FAMILY:
         return 0.0
     width = sum(s.count * (s.d_in + s.d_out) for s in _adapted_shapes(arch, shape))
     return shape.trainable_params / (width * max(1, arch.num_layers)) if width else 0.0
@@ -464,7 +465,7 @@ def _layer_constant_bytes(arch: Architecture, shape: TrainingShape) -> float:
     ab = _compute_bytes(shape)
     if shape.method in ("loha", "lokr"):
         return float(sum(ab * s.weight_params for s in _adapted_shapes(arch, shape)))
-    if shape.method in ("lora", "qlora", "dora") and _fp32_autocast_ops(shape):
+    if shape.method in LORA_FAMILY and _fp32_autocast_ops(shape):
         return float(ab * shape.trainable_params / max(1, arch.num_layers))
     return 0.0
 

@@ -14,10 +14,12 @@ from typing import Any
 
 from .errors import SpecError
 from .evaluation import evaluation_plan
+from .outputs import CONFIG_NAMES
 from .plan import Plan
-from .planner import Diagnostic, Planner
+from .planner import Diagnostic
+from .planning import Planned, plan
 from .render import render_files
-from .resources import Resources, estimate_resources
+from .resources import Resources
 from .spec import Spec, load_spec
 
 DATA_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet")
@@ -35,11 +37,7 @@ class Generated:
         """The contract's output object (section 3)."""
         return {
             "training_script": self.files["train.py"],
-            "config_files": {
-                name: text
-                for name, text in self.files.items()
-                if name.endswith((".yaml", ".json", ".sh", ".txt")) and name not in ("eval_plan.json", "resources.json")
-            },
+            "config_files": {name: text for name, text in self.files.items() if name in CONFIG_NAMES},
             "evaluation_plan": self.evaluation,
             "estimated_resources": self.resources.to_dict(),
             "plan": self.plan.public_dict(),
@@ -63,9 +61,8 @@ def _relative(path: str, out_dir: Path) -> str:
     return Path(os.path.relpath(path, out_dir.resolve())).as_posix()
 
 
-def plan_file(
-    spec_path: str | Path, *, out_dir: str | Path | None = None, strict: bool = False
-) -> tuple[Plan, Planner, list[Diagnostic]]:
+def plan_file(spec_path: str | Path, *, out_dir: str | Path | None = None, strict: bool = False) -> Planned:
+    """Plan a spec file: its local paths read from the spec's folder, written relative to ``out_dir``."""
     spec_path = Path(spec_path)
     spec = load_spec(spec_path)
     spec_dir = spec_path.resolve().parent
@@ -78,23 +75,23 @@ def plan_file(
             "dataset": spec.dataset.model_copy(update={"path": dataset_path}),
         }
     )
-    planner = Planner(resolved, spec_name=spec_path.name, strict=strict)
-    plan, diagnostics = planner.plan()
-    # The run folder refers to local files relative to itself.
-    plan = plan.model_copy(
-        update={
-            "base_model": _relative(model_path, out) if model_local else plan.base_model,
-            "dataset": plan.dataset.model_copy(
-                update={"path": _relative(dataset_path, out) if data_local else plan.dataset.path}
-            ),
-        }
-    )
-    return plan, planner, diagnostics
+
+    def relocate(planned: Plan) -> Plan:
+        """The run folder refers to local files relative to itself."""
+        return planned.model_copy(
+            update={
+                "base_model": _relative(model_path, out) if model_local else planned.base_model,
+                "dataset": planned.dataset.model_copy(
+                    update={"path": _relative(dataset_path, out) if data_local else planned.dataset.path}
+                ),
+            }
+        )
+
+    return plan(resolved, spec_name=spec_path.name, strict=strict, relocate=relocate)
 
 
 def generate(spec_path: str | Path, *, out_dir: str | Path | None = None, strict: bool = False) -> Generated:
-    plan, planner, diagnostics = plan_file(spec_path, out_dir=out_dir, strict=strict)
-    resources = estimate_resources(plan, planner.arch, planner.counts)
-    evaluation = evaluation_plan(plan)
-    files = render_files(plan, resources, evaluation)
-    return Generated(plan, resources, evaluation, files, diagnostics)
+    planned = plan_file(spec_path, out_dir=out_dir, strict=strict)
+    evaluation = evaluation_plan(planned.plan)
+    files = render_files(planned.plan, planned.resources, evaluation)
+    return Generated(planned.plan, planned.resources, evaluation, files, planned.diagnostics)

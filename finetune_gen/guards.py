@@ -13,6 +13,7 @@ Pure: returns the plan, the decisions and the warnings; prints nothing.
 
 from __future__ import annotations
 
+from .methods import METHODS
 from .plan import Decision, GuardsPlan
 from .spec import TrainingConfig
 
@@ -124,7 +125,7 @@ def plan_guards(
 def oom_advice(method: str, cpu_offload: str, max_seq_length: int) -> list[str]:
     """The rest of the seed's memory_pressure ladder, as spec changes for `finetune-gen plan`."""
     advice = []
-    if method in ("full", "freeze", "lora", "dora"):
+    if METHODS[method].base_bits == 16 and (METHODS[method].adapter in ("", "lora")):
         advice.append("training_config.method: qlora (a 4-bit base model: about half the memory)")
     if cpu_offload == "none":
         advice.append(

@@ -13,13 +13,13 @@ from .errors import SpecError
 from .methods import LOW_RANK_METHODS
 from .params import adapts_fused_experts, resolve_target_modules
 from .plan import DatasetPlan, Decision, Fallback, HardwarePlan, LoraPlan
-from .prompts import FORMAT_OVERHEAD_TOKENS
+from .prompts import FORMAT_OVERHEAD_TOKENS, PROMPT_FORMATS
+from .tasks import TASKS
 
 if TYPE_CHECKING:
     from .planner import Planner
 
 LORA_LIKE = LOW_RANK_METHODS
-DEFAULT_SEQ_LEN = {"classification": 512}
 DEFAULT_SEQ_LEN_OTHER = 2048
 DEFAULT_NUM_EXAMPLES = 10_000
 DEFAULT_TOKENS_PER_EXAMPLE = 350
@@ -121,22 +121,13 @@ class Context:
                 "if the loss turns NaN, lower the learning rate 10x (the seed's instability ladder)",
                 "training_config.precision",
             )
-        # Prompt format: the model's chat template when it has one.
-        if task == "chat":
-            prompt_format = "chat_template" if arch.has_chat_template else "chatml_default"
-        elif task == "instruction":
-            prompt_format = "chat_template" if arch.has_chat_template else "alpaca"
-        else:
-            prompt_format = "none"
+        # Prompt format: the model's chat template when it has one (the task entry says which).
+        with_template, without = TASKS[task].prompt_formats
+        prompt_format = with_template if arch.has_chat_template else without
         put(
             "prompt_format",
             prompt_format,
-            {
-                "chat_template": "the tokenizer ships a chat template: train in the format used at inference",
-                "chatml_default": "the model has no chat template: ChatML with new special tokens",
-                "alpaca": "a base model without a chat template: the Alpaca prompt, no new tokens",
-                "none": f"{task} does not use prompts",
-            }[prompt_format],
+            PROMPT_FORMATS[prompt_format].why.format(task=task),
         )
         # Sequence length: a high percentile of the data when at hand, capped by the context.
         context = arch.max_position_embeddings
@@ -162,7 +153,7 @@ class Context:
                 f"model's {context}-token context",
             )
         else:
-            default = min(context, DEFAULT_SEQ_LEN.get(task, DEFAULT_SEQ_LEN_OTHER))
+            default = min(context, TASKS[task].default_seq_len or DEFAULT_SEQ_LEN_OTHER)
             seq_len = put(
                 "max_seq_length",
                 default,

@@ -38,6 +38,7 @@ from typing import Any
 
 from finetune_gen.architecture import Architecture
 from finetune_gen.errors import SpecError, short_repr
+from finetune_gen.methods import LORA_FAMILY
 from finetune_gen.methods import METHOD_NAMES as METHODS
 
 TASKS = ("causal_lm", "sequence_classification")
@@ -397,7 +398,7 @@ def adapts_fused_experts(arch: Architecture, method: str, target_modules: Any) -
     """
     return (
         arch.model_type == "mixtral"
-        and method.lower() in ("lora", "qlora", "dora")
+        and method.lower() in LORA_FAMILY
         and isinstance(target_modules, str)
         and target_modules.lower() == "all-linear"
     )
@@ -520,10 +521,10 @@ def trainable_params(
             # the fused gate_up_proj (rank_pattern r * len(["w1", "w3"])).
             rank = 2 * r if shape.name == "gate_up_proj" else r
             per = shape.count * rank * (shape.d_in + shape.d_out)
-        elif method in ("lora", "qlora"):
-            per = r * (shape.d_in + shape.d_out)
         elif method == "dora":
             per = r * (shape.d_in + shape.d_out) + shape.d_out  # + lora_magnitude_vector
+        elif method in LORA_FAMILY:
+            per = r * (shape.d_in + shape.d_out)
         elif method == "loha":
             per = 2 * r * (shape.d_in + shape.d_out)  # hada_w1_a/b, hada_w2_a/b
         else:  # lokr

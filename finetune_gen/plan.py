@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .distribution import DISTRIBUTIONS
 from .methods import METHODS
 
 
@@ -69,6 +70,28 @@ class DatasetPlan(_Frozen):
     counted_from_file: bool
     system_message: str = "merge"  # merge | drop | error, for templates without a system role
     skip_bad_rows: bool = False
+
+
+class LaunchPlan(_Frozen):
+    """How the run starts, read by launch.sh, accelerate.yaml, the DeepSpeed file and train.py."""
+
+    processes: int  # world size: GPUs per node x nodes
+    accelerate_type: str  # accelerate's distributed_type: NO | MULTI_GPU | FSDP | DEEPSPEED
+    zero_stage: int  # DeepSpeed ZeRO stage; 0 without DeepSpeed
+    deepspeed_config: str  # the DeepSpeed JSON file ("" without DeepSpeed)
+    accelerate_config: str  # "accelerate.yaml" when several processes run, else ""
+
+    @classmethod
+    def for_distribution(cls, distributed: str, processes: int) -> "LaunchPlan":
+        entry = DISTRIBUTIONS[distributed]
+        several = processes > 1 or entry.multi_process
+        return cls(
+            processes=processes,
+            accelerate_type=entry.accelerate_type if entry.multi_process else ("MULTI_GPU" if several else "NO"),
+            zero_stage=entry.zero_stage,
+            deepspeed_config=entry.deepspeed_config,
+            accelerate_config="accelerate.yaml" if several else "",
+        )
 
 
 class GuardsPlan(_Frozen):
@@ -181,6 +204,7 @@ class Plan(_Frozen):
     decoder_layer_class: str
     guards: GuardsPlan
     hardware: HardwarePlan
+    launch: LaunchPlan
     total_params: int
     trainable_params: int
     decisions: list[Decision]

@@ -11,6 +11,7 @@ step with the memory before and after.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, replace
 from typing import Any
@@ -27,6 +28,7 @@ from .catalog import (
     resolve_model,
 )
 from .data_stats import DatasetStats, read_stats, resolve_columns
+from .distribution import DISTRIBUTIONS
 from .errors import NoFitError, SpecError
 from .estimate import estimate_memory
 from .guards import plan_guards
@@ -36,6 +38,7 @@ from .hyperparams import (
     Context,
     _Draft,
 )
+from .methods import METHODS
 from .params import (
     ParamCounts,
     count_params,
@@ -46,12 +49,14 @@ from .plan import (
     Decision,
     Fallback,
     HardwarePlan,
+    LaunchPlan,
     LoraPlan,
     Plan,
     QuantizationPlan,
 )
-from .prompts import template_system_role
+from .prompts import PROMPT_FORMATS, template_system_role
 from .shape import build_shape
+from .tasks import TASKS
 from .spec import Spec
 
 # Quality order for automatic method choice (the issue and the seed: full > LoRA > QLoRA).
@@ -74,16 +79,12 @@ class Planner:
         self.spec_name = spec_name
         self.strict = strict
         self._trainable_cache: dict[tuple, int] = {}
-        # Trial plans (hardware recommendations) must not recurse into recommendations.
-        self.suggest_on_no_fit = True
         self.tc = spec.training_config
         self.diagnostics: list[Diagnostic] = []
         self.warnings: list[str] = []
         self.model: ResolvedModel = resolve_model(spec.base_model)
         self.arch: Architecture = self.model.architecture
-        self.task = (
-            "sequence_classification" if spec.task_type.value == "classification" else "causal_lm"
-        )
+        self.task = TASKS[spec.task_type.value].head
         self.columns = resolve_columns(
             spec.task_type.value, spec.dataset.format.value, spec.dataset.columns
         )
@@ -114,12 +115,7 @@ class Planner:
     def check_task_and_method(self) -> None:
         """Requests that cannot run with the installed stack, refused before planning."""
         task, method = self.spec.task_type.value, self.tc.method
-        needs = {
-            "instruction": [("prompt", "response"), ("messages",)],
-            "chat": [("prompt", "response"), ("messages",)],
-            "classification": [("text", "label")],
-            "generation": [("text",), ("prompt", "response"), ("messages",)],
-        }[task]
+        needs = TASKS[task].roles
         if not any(all(role in self.columns for role in option) for option in needs):
             wanted = " or ".join("+".join(option) for option in needs)
             raise SpecError(
@@ -134,22 +130,11 @@ class Planner:
                     )
                 ],
             )
-        if method == "prefix_tuning" and task == "classification":
-            raise SpecError(
-                "training_config.method: prefix_tuning cannot train a classification head here",
-                problems=[
-                    "training_config.method: peft's prefix tuning needs past key values, which "
-                    "transformers 5 sequence-classification models do not accept; use prompt_tuning or lora"
-                ],
-            )
-        if method == "prefix_tuning" and self.tc.gradient_checkpointing:
-            raise SpecError(
-                "training_config.gradient_checkpointing: not with prefix_tuning",
-                problems=[
-                    "training_config.gradient_checkpointing: peft refuses prefix tuning with "
-                    "checkpointing; set it to false (or use prompt_tuning / lora)"
-                ],
-            )
+        if method is not None:
+            settings = self.tc.model_dump()
+            for refusal in METHODS[method].refusals:
+                if refusal.applies(task, settings):
+                    raise SpecError(refusal.message, problems=[refusal.problem])
 
     # ------------------------------------------------------------ data
 
@@ -308,13 +293,23 @@ class Planner:
 
     # ------------------------------------------------------------ the plan
 
-    def plan(self, hardware: HardwarePlan | None = None) -> tuple[Plan, list[Diagnostic]]:
-        if self.spec.hardware is None and hardware is None:
-            from .recommend import (
-                recommend_hardware,  # circular: it plans candidate configs
-            )
+    def trial(self, method: str | None = None) -> "Planner":
+        """A quiet copy that plans a candidate configuration (hardware recommendations).
 
-            hardware = recommend_hardware(self)
+        It shares the resolved model, the data statistics and the caches, keeps its own
+        diagnostics and is never strict: a candidate that needs a fallback simply takes it.
+        """
+        trial = copy.copy(self)
+        trial.warnings, trial.diagnostics, trial.strict = [], [], False
+        if method is not None:
+            trial.tc = trial.tc.model_copy(update={"method": method})
+        return trial
+
+    def plan(self, hardware: HardwarePlan | None = None) -> tuple[Plan, list[Diagnostic]]:
+        """Plan on ``hardware`` (default: the spec's). ``planning.plan`` recommends hardware
+        when the spec names none, and adds "what would fit" to a :class:`NoFitError`."""
+        if self.spec.hardware is None and hardware is None:
+            raise ValueError("the spec names no hardware: plan with planning.plan(), which recommends it")
         hw = hardware or self.hardware_plan()
         data = self.dataset_plan()
         ctx = Context.build(self, hw, data)
@@ -601,12 +596,12 @@ class Planner:
     def finish(self, ctx: Context, draft: _Draft, data: DatasetPlan) -> Plan:
         peak = self.peak_gb(draft, ctx)
         if peak > ctx.usable:
-            raise NoFitError(self.no_fit_message(ctx, draft, peak))
+            raise self.no_fit_error(ctx, draft, peak)
         lora = ctx.lora_for(draft.method)
         trainable = self.trainable(draft.method, lora, ctx.virtual_tokens, ctx.freeze)
         quant = None
         if draft.method == "qlora":
-            sharded = draft.distributed in ("deepspeed_zero3", "fsdp")
+            sharded = DISTRIBUTIONS[draft.distributed].shards_weights
             compute = "bfloat16" if ctx.precision == "bf16" else "float16"
             quant = QuantizationPlan(
                 bits=4,
@@ -664,9 +659,9 @@ class Planner:
             quantization=quant,
             lora=lora,
             num_virtual_tokens=(
-                ctx.virtual_tokens if draft.method in ("prefix_tuning", "prompt_tuning") else None
+                ctx.virtual_tokens if METHODS[draft.method].trains_virtual_tokens else None
             ),
-            freeze_trainable_layers=ctx.freeze if draft.method == "freeze" else None,
+            freeze_trainable_layers=ctx.freeze if METHODS[draft.method].kind == "freeze" else None,
             distributed=draft.distributed,
             cpu_offload=draft.cpu_offload,
             precision=ctx.precision,
@@ -697,6 +692,7 @@ class Planner:
             decoder_layer_class=self.arch.decoder_layer_class,
             guards=guards,
             hardware=ctx.hardware,
+            launch=LaunchPlan.for_distribution(draft.distributed, ctx.world_size),
             total_params=self.counts.total,
             trainable_params=trainable,
             decisions=sorted(decisions.values(), key=lambda d: d.setting),
@@ -723,7 +719,7 @@ class Planner:
                 "dataset.eval_split",
             )
         self.check_system_role(ctx, data)
-        sharded = draft.distributed in ("deepspeed_zero3", "fsdp")
+        sharded = DISTRIBUTIONS[draft.distributed].shards_weights
         if draft.method == "qlora" and sharded:
             self.warn(
                 "QLoRA with sharded weights",
@@ -748,7 +744,7 @@ class Planner:
 
     def check_system_role(self, ctx: Context, data: DatasetPlan) -> None:
         """A local model's chat template without a system role, said at plan time."""
-        if ctx.prompt_format != "chat_template" or self.model.path is None:
+        if not PROMPT_FORMATS[ctx.prompt_format].uses_model_template or self.model.path is None:
             return
         template = local_chat_template(self.model.path)
         if template is None or template_system_role(template) != "refused":
@@ -911,22 +907,17 @@ class Planner:
             ),
         )
 
-    def no_fit_message(self, ctx: Context, draft: _Draft, peak: float) -> str:
-        from .recommend import smallest_fitting_hardware
-
-        lines = [
+    def no_fit_error(self, ctx: Context, draft: _Draft, peak: float) -> NoFitError:
+        """The error for a plan that does not fit; planning.plan adds what would fit."""
+        head = (
             f"No plan fits {ctx.world_size} x {ctx.hardware.vram_per_gpu_gb:g} GB: even with "
             f"{draft.method}, micro-batch {draft.micro_batch}, gradient checkpointing "
             f"{'on' if draft.gradient_checkpointing else 'off'} and CPU offload "
             f"'{draft.cpu_offload}', the estimated peak is {peak:.1f} GB per GPU "
             f"(usable: {ctx.usable:.1f} GB)."
-        ]
-        suggestion = smallest_fitting_hardware(self, draft.method) if self.suggest_on_no_fit else ""
-        if suggestion:
-            lines.append(f"What would fit: {suggestion}.")
-        if ctx.seq_len > 512:
-            lines.append(f"Or shorten training_config.max_seq_length (now {ctx.seq_len}).")
-        return " ".join(lines)
+        )
+        tail = f"Or shorten training_config.max_seq_length (now {ctx.seq_len})." if ctx.seq_len > 512 else ""
+        return NoFitError(" ".join(filter(None, [head, tail])), head=head, tail=tail)
 
 
 def full_master_weights(draft: _Draft, precision: str) -> bool | None:
@@ -935,7 +926,7 @@ def full_master_weights(draft: _Draft, precision: str) -> bool | None:
     DeepSpeed and FSDP keep fp32 masters themselves; fp16 always needs them (loss scaling);
     fp32 is its own master copy.
     """
-    if draft.method not in ("full", "freeze") or draft.distributed not in ("none", "ddp"):
+    if METHODS[draft.method].is_peft or DISTRIBUTIONS[draft.distributed].engine_keeps_masters:
         return None
     if precision == "fp32":
         return None
@@ -945,7 +936,7 @@ def full_master_weights(draft: _Draft, precision: str) -> bool | None:
 def plan_spec(
     spec: Spec, *, spec_name: str = "spec.yaml", strict: bool = False
 ) -> tuple[Plan, list[Diagnostic]]:
-    """Plan a spec: the public entry point."""
+    """Plan a spec that names its hardware (``planning.plan`` is the entry point for any spec)."""
     return Planner(spec, spec_name=spec_name, strict=strict).plan()
 
 

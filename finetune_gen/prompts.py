@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 ALPACA_PROMPT = (
     "Below is an instruction that describes a task. Write a response that appropriately "
@@ -17,7 +18,46 @@ DEFAULT_CHAT_TEMPLATE = (
 # Tokens a prompt format adds around the data's own text, for sequence-length planning: the
 # Alpaca preamble is ~190 characters (~48 tokens); chat templates add role headers and often a
 # default system prompt (Llama 3.1's date lines, Qwen's "You are Qwen...") of similar size.
-FORMAT_OVERHEAD_TOKENS = {"alpaca": 48, "chat_template": 48, "chatml_default": 32, "none": 4}
+@dataclass(frozen=True)
+class PromptFormat:
+    """How a row's conversation becomes text: the planner picks one, the templates read its traits."""
+
+    name: str
+    why: str  # the planner's reason for it ({task}: the task type)
+    overhead_tokens: int
+    chat: bool = False  # rendered by a chat template (the tokenizer's own or the one added)
+    adds_template: bool = False  # the script adds ChatML and its two special tokens
+    uses_model_template: bool = False  # the tokenizer's own chat template
+    plain_text: bool = False  # a plain-text prompt (Alpaca), no chat template, no new tokens
+
+
+PROMPT_FORMATS: dict[str, PromptFormat] = {
+    p.name: p
+    for p in (
+        PromptFormat(
+            "chat_template",
+            "the tokenizer ships a chat template: train in the format used at inference",
+            48,
+            chat=True,
+            uses_model_template=True,
+        ),
+        PromptFormat(
+            "chatml_default",
+            "the model has no chat template: ChatML with new special tokens",
+            32,
+            chat=True,
+            adds_template=True,
+        ),
+        PromptFormat(
+            "alpaca",
+            "a base model without a chat template: the Alpaca prompt, no new tokens",
+            48,
+            plain_text=True,
+        ),
+        PromptFormat("none", "{task} does not use prompts", 4),
+    )
+}
+FORMAT_OVERHEAD_TOKENS = {name: p.overhead_tokens for name, p in PROMPT_FORMATS.items()}
 
 
 def template_system_role(template: str) -> str:

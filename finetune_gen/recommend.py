@@ -2,18 +2,19 @@
 
 Used when the spec has no ``hardware`` section, and to say what would fit when nothing fits
 the given hardware (exit 3). Each candidate (1, 2, 4 or 8 GPUs of each catalog type, one
-node) is planned with the same planner and ranked by estimated cost, then time.
+node) is planned by a quiet trial copy of the planner (``Planner.trial``) and ranked by
+estimated cost, then time. ``planning.plan`` calls these; the planner never does.
 """
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .catalog import list_gpus
 from .errors import NoFitError
 from .plan import HardwarePlan
+from .resources import estimate_resources
 
 if TYPE_CHECKING:
     from .planner import Planner
@@ -39,16 +40,10 @@ class Candidate:
 
 def candidates(planner: "Planner", *, method: str | None = None) -> list[Candidate]:
     """Every catalog configuration the spec fits on, cheapest first."""
-    from .resources import estimate_resources
-
     found = []
     for gpu in list_gpus():
         for count in GPU_COUNTS:
-            trial = copy.copy(planner)
-            trial.warnings, trial.diagnostics, trial.strict = [], [], False
-            trial.suggest_on_no_fit = False
-            if method is not None:
-                trial.tc = trial.tc.model_copy(update={"method": method})
+            trial = planner.trial(method)
             if trial.tc.precision == "bf16" and not gpu.supports_bf16:
                 continue
             try:
@@ -92,7 +87,7 @@ def recommend_hardware(planner: "Planner") -> HardwarePlan:
     return best.hardware
 
 
-def smallest_fitting_hardware(planner: "Planner", method: str) -> str:
+def smallest_fitting_hardware(planner: "Planner") -> str:
     """A sentence naming the cheapest configuration that fits this spec (for exit 3)."""
     options = candidates(planner, method=planner.tc.method)
     if not options:

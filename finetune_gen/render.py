@@ -18,14 +18,18 @@ from typing import Any
 import jinja2
 
 from . import __version__
-from .after_training import after_training, after_training_files
+from .after_training import after_training
+from .distribution import DISTRIBUTIONS
+from .formats import FORMATS
 from .methods import METHODS
 from .optimizers import needs_bitsandbytes
+from .outputs import outputs_for, readme_rows
 from .params import ia3_modules
 from .plan import Plan
-from .prompts import ALPACA_PROMPT, DEFAULT_CHAT_TEMPLATE
+from .prompts import ALPACA_PROMPT, DEFAULT_CHAT_TEMPLATE, PROMPT_FORMATS, PromptFormat
 from .quoting import FILTERS, doc_text, one_line
 from .resources import Resources
+from .tasks import TASKS, TaskEntry
 
 
 def templates_dir() -> Path:
@@ -73,6 +77,8 @@ def environment() -> jinja2.Environment:
 class View:
     """Presentation values derived from the plan (no decisions are made here)."""
 
+    task: TaskEntry
+    prompt: PromptFormat
     task_kind: str
     method_kind: str
     method_title: str
@@ -107,10 +113,10 @@ class View:
     eval_weights_gb: float = 0.0
     samples_description: str = ""
     contamination_core: str = ""
-
-
-def _task_kind(plan: Plan) -> str:
-    return {"instruction": "sft", "chat": "sft"}.get(plan.task_type, plan.task_type)
+    # The format partial that turns a row into messages (custom: chosen by its columns).
+    format_partial: str = "alpaca"
+    # Classification: the side texts are padded on (the head reads the last real token).
+    padding_side: str = "right"
 
 
 def training_arguments(plan: Plan) -> dict[str, Any]:
@@ -146,9 +152,9 @@ def training_arguments(plan: Plan) -> dict[str, Any]:
     if plan.world_size > 1:
         # Frozen base weights never get gradients; DDP must not wait for them.
         args["ddp_find_unused_parameters"] = False
-    if plan.distributed.startswith("deepspeed"):
-        args["deepspeed"] = f"ds_{plan.distributed.removeprefix('deepspeed_')}.json"
-    if plan.distributed == "fsdp":
+    if plan.launch.deepspeed_config:
+        args["deepspeed"] = plan.launch.deepspeed_config
+    if DISTRIBUTIONS[plan.distributed].is_fsdp:
         # FSDP2, one unit per decoder layer. Its own activation checkpointing replaces the
         # Trainer's (checkpointing twice breaks the backward pass).
         args["fsdp"] = True
@@ -165,7 +171,7 @@ def training_arguments(plan: Plan) -> dict[str, Any]:
 
 def peft_arguments(plan: Plan) -> dict[str, Any]:
     """Keyword arguments of the method's peft config class (peft 0.17+ names)."""
-    task = "SEQ_CLS" if plan.task_type == "classification" else "CAUSAL_LM"
+    task = TASKS[plan.task_type].peft_task_type
     if plan.method in ("prefix_tuning", "prompt_tuning"):
         kwargs: dict[str, Any] = {"num_virtual_tokens": plan.num_virtual_tokens, "task_type": task}
         if plan.method == "prompt_tuning":
@@ -185,7 +191,7 @@ def peft_arguments(plan: Plan) -> dict[str, Any]:
         return {"target_modules": targets, "feedforward_modules": feedforward, "task_type": task}
     if plan.lora is None:
         return {"task_type": task}
-    if plan.method in ("loha", "lokr"):
+    if METHODS[plan.method].adapter in ("loha", "lokr"):
         return {
             "r": plan.lora.r,
             "alpha": plan.lora.alpha,
@@ -203,16 +209,13 @@ def peft_arguments(plan: Plan) -> dict[str, Any]:
     }
     if plan.lora.use_dora:
         kwargs["use_dora"] = True
+    kwargs.update(METHODS[plan.method].peft_options)
     return kwargs
 
 
 def build_view(plan: Plan) -> View:
-    task_kind = _task_kind(plan)
-    auto_model = (
-        "AutoModelForSequenceClassification"
-        if plan.task_type == "classification"
-        else "AutoModelForCausalLM"
-    )
+    task = TASKS[plan.task_type]
+    auto_model = task.auto_model_class
     transformers_names = [
         auto_model,
         "AutoTokenizer",
@@ -230,16 +233,12 @@ def build_view(plan: Plan) -> View:
             transformers_names.append("BitsAndBytesConfig")
         imports.append(f"from peft import {', '.join(sorted(peft_names))}")
     imports.append(f"from transformers import {', '.join(sorted(transformers_names))}")
-    if plan.prompt_format in ("chat_template", "chatml_default"):
+    if PROMPT_FORMATS[plan.prompt_format].chat:
         imports.insert(0, "from jinja2 import TemplateError")
 
-    loss_on = {
-        "instruction": "the response tokens only (the prompt is masked)",
-        "chat": "assistant turns only (system and user turns are masked)",
-        "classification": "the label (a sequence-classification head)",
-        "generation": "every token of the raw text, "
-        + ("packed into full blocks" if plan.packing else "one text per sequence"),
-    }[plan.task_type]
+    loss_on = task.loss_on
+    if task.raw_text:
+        loss_on += ", " + ("packed into full blocks" if plan.packing else "one text per sequence")
     features = [
         f"loads {plan.base_model} with {METHODS[plan.method].title}",
         f"reads {plan.dataset.path} ({plan.dataset.format}); "
@@ -262,9 +261,9 @@ def build_view(plan: Plan) -> View:
         ),
     ]
     if (
-        plan.method in ("full", "freeze")
+        not plan.is_peft
         and plan.precision != "fp32"
-        and plan.distributed in ("none", "ddp")
+        and not DISTRIBUTIONS[plan.distributed].engine_keeps_masters
     ):
         features.append(
             "fp32 master weights with " + plan.precision + " autocast"
@@ -273,7 +272,9 @@ def build_view(plan: Plan) -> View:
         )
     method_kind = METHODS[plan.method].partial
     view = View(
-        task_kind=task_kind,
+        task=task,
+        prompt=PROMPT_FORMATS[plan.prompt_format],
+        task_kind=task.partial,
         method_kind=method_kind,
         method_title=METHODS[plan.method].title,
         artifact="adapter" if plan.is_peft else "model",
@@ -281,23 +282,17 @@ def build_view(plan: Plan) -> View:
         imports=imports,
         features=features,
         training_args=training_arguments(plan),
+        format_partial=FORMATS[plan.dataset.format].partial_for(plan.dataset.columns),
+        padding_side="left" if task.classifies and METHODS[plan.method].feeds_embeddings else "right",
     )
     if plan.is_peft:
         view.peft_config_class = METHODS[plan.method].peft_config_class
         view.peft_kwargs = peft_arguments(plan)
         if view.peft_config_class != "LoraConfig":
             view.new_token_training = "modules_to_save"
-    columns = plan.dataset.columns
-    if plan.task_type == "classification" and "messages" not in columns:
-        view.text_fields = [("text" if "text" in columns else "prompt", True), ("input", False)]
-    elif plan.task_type == "generation" and "messages" not in columns:
-        if "text" in columns:
-            view.text_fields = [("text", True)]
-        else:  # prompt/response data read as raw text: prompt, input and response joined
-            view.text_fields = [("prompt", True), ("input", False), ("response", True)]
-    if plan.task_type == "classification":
-        view.auto_peft_class = "AutoPeftModelForSequenceClassification"
-        view.perplexity = False
+    view.text_fields = task.text_fields(plan.dataset.columns)
+    view.auto_peft_class = task.auto_peft_class
+    view.perplexity = task.perplexity
     view.needs_bitsandbytes = bool(plan.quantization) or needs_bitsandbytes(plan.optimizer)
     _eval_view(plan, view)
     if plan.quantization:
@@ -330,12 +325,7 @@ def _eval_view(plan: Plan, view: View) -> None:
         f"{base}, in {dtype} on a GPU (fp32 on the CPU), with a device map over the GPUs when the "
         f"~{view.eval_weights_gb:g} GB of weights do not fit one"
     )
-    view.samples_description = (
-        "the first texts with their true and predicted class"
-        if plan.task_type == "classification"
-        else "the first prompts with the reference, the base model's and the fine-tuned model's "
-        "generations side by side"
-    )
+    view.samples_description = TASKS[plan.task_type].samples
     view.contamination_core = core_source()
 
 
@@ -406,42 +396,19 @@ def render_files(plan: Plan, resources: Resources, evaluation: dict[str, Any]) -
         "header": header,
         "after": after_training(plan, resources),
     }
-    names = [
-        "train.py",
-        "eval.py",
-        "probe.py",
-        "config.yaml",
-        "launch.sh",
-        "requirements.txt",
-        "README.md",
-        "eval_plan.md",
-        "resources.md",
-    ]
-    names += distributed_files(plan)
-    names += after_training_files(plan)  # merge.py, serve.sh, slurm.sbatch where they apply
-    context["files"] = names
+    outputs = outputs_for(plan)
+    context["files"] = [output.name for output in outputs]
+    context["readme_files"] = readme_rows(plan, context["after"])
+    data = {"eval_plan.json": evaluation, "resources.json": resources.to_dict()}
     files: dict[str, str] = {}
-    for name in names:
-        text = env.get_template(template_name(name)).render(**context)
-        if name.endswith(".py"):
-            text = format_python(text, name)
-        files[name] = text
-    files["eval_plan.json"] = json.dumps(evaluation, indent=2, sort_keys=True) + "\n"
-    files["resources.json"] = json.dumps(resources.to_dict(), indent=2, sort_keys=True) + "\n"
+    for output in outputs:
+        if not output.template:  # data, written as JSON
+            files[output.name] = json.dumps(data[output.name], indent=2, sort_keys=True) + "\n"
+            continue
+        text = env.get_template(output.template).render(**context)
+        if output.name.endswith(".py"):
+            text = format_python(text, output.name)
+        files[output.name] = text
     return dict(sorted(files.items()))
 
 
-def template_name(output_name: str) -> str:
-    if output_name.startswith("ds_"):
-        return "deepspeed.json.jinja"
-    return output_name + ".jinja"
-
-
-def distributed_files(plan: Plan) -> list[str]:
-    """The accelerate / DeepSpeed / FSDP files this plan's launch needs."""
-    files = []
-    if plan.world_size > 1 or plan.distributed != "none":
-        files.append("accelerate.yaml")
-    if plan.distributed.startswith("deepspeed"):
-        files.append(f"ds_{plan.distributed.removeprefix('deepspeed_')}.json")
-    return files

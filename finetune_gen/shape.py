@@ -6,9 +6,11 @@ with it, so the two cannot drift apart (they once did: the plan's label count wa
 
 from __future__ import annotations
 
+from .distribution import DISTRIBUTIONS
 from .estimate import TrainingShape
 from .methods import METHODS, PROMPT_METHODS
 from .plan import LoraPlan, Plan
+from .tasks import TASKS
 
 
 def lora_targets(lora: LoraPlan | None) -> tuple[str, ...] | str | None:
@@ -18,7 +20,7 @@ def lora_targets(lora: LoraPlan | None) -> tuple[str, ...] | str | None:
 
 
 def estimator_task(task_type: str) -> str:
-    return "sequence_classification" if task_type == "classification" else "causal_lm"
+    return TASKS[task_type].head
 
 
 def build_shape(
@@ -83,7 +85,7 @@ def shape_for_plan(plan: Plan) -> TrainingShape:
         full_master_weights_fp32=(
             plan.fp32_master_weights
             if not METHODS[plan.method].is_peft
-            and plan.distributed in ("none", "ddp")
+            and not DISTRIBUTIONS[plan.distributed].engine_keeps_masters
             and plan.precision != "fp32"
             else None
         ),

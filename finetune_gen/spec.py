@@ -27,29 +27,23 @@ from pydantic import (
     model_validator,
 )
 
+from .distribution import DISTRIBUTION_NAMES
 from .errors import SpecError, short_repr
+from .formats import FORMAT_NAMES
 from .methods import METHOD_NAMES
 from .optimizers import LR_SCHEDULERS, OPTIMIZERS
 from .safe_io import read_text_file
+from .tasks import TASK_NAMES
 
 
-class TaskType(str, Enum):
-    instruction = "instruction"
-    chat = "chat"
-    classification = "classification"
-    generation = "generation"
-
-
-class DatasetFormat(str, Enum):
-    alpaca = "alpaca"
-    sharegpt = "sharegpt"
-    chatml = "chatml"
-    custom = "custom"
+# The registries' keys, in their order (the schema's enums and the error messages follow).
+TaskType = Enum("TaskType", [(name, name) for name in TASK_NAMES], type=str, module=__name__)
+DatasetFormat = Enum("DatasetFormat", [(name, name) for name in FORMAT_NAMES], type=str, module=__name__)
 
 
 Method = Literal[METHOD_NAMES]  # type: ignore[valid-type]  # the registry's keys
 METHODS: tuple[str, ...] = get_args(Method)
-Distributed = Literal["auto", "none", "ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3"]
+Distributed = Literal[("auto", *DISTRIBUTION_NAMES)]  # type: ignore[valid-type]  # "auto" + the registry
 CpuOffload = Literal["none", "optimizer", "all"]
 Precision = Literal["bf16", "fp16", "fp32"]
 OnNan = Literal["stop", "rollback"]

@@ -51,11 +51,11 @@ def test_the_plan_says_when_rows_are_extrapolated(tmp_path, monkeypatch):
         "dataset: {path: train.jsonl, format: alpaca}\n"
         "training_config: {method: qlora, epochs: 1}\nhardware: {gpus: 1, vram_per_gpu: 24GB}\n"
     )
-    plan, _, _ = plan_file(spec)
+    plan = plan_file(spec).plan
     assert plan.dataset.num_examples == 5_000
     assert not any("extrapolated" in w for w in plan.warnings)
     monkeypatch.setattr(data_stats, "PLAN_READ_LIMIT_BYTES", 20_000)
-    plan, _, _ = plan_file(spec)
+    plan = plan_file(spec).plan
     assert any(
         w.startswith("dataset rows extrapolated: about ") for w in plan.warnings
     ), plan.warnings

@@ -125,7 +125,7 @@ def test_preparation_fields_the_script_does_not_apply_are_warned_about(tmp_path)
         "  mix: [{path: general.jsonl, format: alpaca, weight: 0.2}]}\n"
         "training_config: {method: qlora, epochs: 1}\nhardware: {gpus: 1, vram_per_gpu: 24GB}\n"
     )
-    plan, _, _ = plan_file(spec)
+    plan = plan_file(spec).plan
     assert any(
         w.startswith("dataset preparation not applied by train.py: dataset.mix")
         for w in plan.warnings

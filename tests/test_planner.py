@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from finetune_gen.errors import NoFitError, SpecError
+from finetune_gen import planning
 from finetune_gen.planner import Planner
 from finetune_gen.spec import parse_spec
 
@@ -39,15 +40,12 @@ def make_spec(
 
 
 def plan_of(spec, **kwargs):
-    plan, _ = Planner(spec, **kwargs).plan()
-    return plan
+    return planning.plan(spec, **kwargs).plan
 
 
-def peak(plan):
-    from finetune_gen.resources import estimate_resources
-
-    planner = Planner(make_spec(plan.base_model))
-    return estimate_resources(plan, planner.arch, planner.counts).memory.peak_gb
+def peak(planned):
+    """The estimated peak of a plan, from what planning returns with it (no second planner)."""
+    return planned.resources.memory.peak_gb
 
 
 CASES = [
@@ -161,9 +159,10 @@ CASES = [
 
 @pytest.mark.parametrize("name,spec,expected", CASES, ids=[c[0] for c in CASES])
 def test_realistic_plans(name, spec, expected):
-    plan = plan_of(spec)
+    planned = planning.plan(spec)
+    plan = planned.plan
     assert plan.method in expected["method"], (plan.method, plan.fallbacks_applied)
-    assert peak(plan) <= plan.hardware.usable_vram_gb + 1e-6
+    assert peak(planned) <= plan.hardware.usable_vram_gb + 1e-6
     if "distributed" in expected:
         assert plan.distributed in expected["distributed"]
     if "precision" in expected:
@@ -206,7 +205,8 @@ def test_known_bad_combinations_are_caught_at_plan_time():
 
 def test_no_hardware_recommends_the_cheapest_fit_with_alternatives():
     spec = make_spec("mistralai/Mistral-7B-v0.1").model_copy(update={"hardware": None})
-    plan, diagnostics = Planner(spec).plan()
+    planned = planning.plan(spec)
+    plan, diagnostics = planned.plan, planned.diagnostics
     assert plan.hardware.gpu_type
     notes = [d for d in diagnostics if d.path == "hardware"]
     assert notes and "alternatives" in notes[0].detail and "$" in notes[0].detail
@@ -242,11 +242,16 @@ MODELS = [
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-def try_plan(spec):
+def try_planned(spec):
     try:
-        return plan_of(spec)
+        return planning.plan(spec)
     except NoFitError:
         return None
+
+
+def try_plan(spec):
+    planned = try_planned(spec)
+    return planned.plan if planned else None
 
 
 @SETTINGS
@@ -276,10 +281,11 @@ def test_chosen_plan_fits_and_fallbacks_keep_the_effective_batch(model, vram, me
         k: v for k, v in {"method": method, "batch_size": batch, "max_seq_length": seq}.items() if v
     }
     spec = make_spec(model, vram=vram, **training)
-    plan = try_plan(spec)
-    if plan is None:
+    planned = try_planned(spec)
+    if planned is None:
         return
-    assert peak(plan) <= plan.hardware.usable_vram_gb + 1e-6
+    plan = planned.plan
+    assert peak(planned) <= plan.hardware.usable_vram_gb + 1e-6
     if batch is not None:
         requested = (
             batch * max(1, plan.effective_batch_size // (batch * plan.world_size)) * plan.world_size
@@ -338,7 +344,7 @@ def test_combinations_the_stack_cannot_run_are_refused():
                 training_config={"method": "prefix_tuning", "gradient_checkpointing": True},
             )
         )
-    plan, _ = Planner(spec(dataset=custom, training_config={"method": "lora"})).plan()
+    plan = plan_of(spec(dataset=custom, training_config={"method": "lora"}))
     assert plan.task_type == "classification"
 
 

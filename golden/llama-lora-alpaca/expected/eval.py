@@ -314,9 +314,7 @@ def input_device(model):
 
 def training_examples(tokenizer, rows):
     """The rows encoded exactly as train.py encodes its eval split ({"input_ids", "labels"})."""
-    recipe.ADD_BOS = recipe.adds_bos(
-        tokenizer
-    )  # what train.py's setup_tokenizer sets at start-up
+    recipe.use_tokenizer(tokenizer)  # what train.py's setup_tokenizer does at start-up
     return [
         recipe.tokenize_segments(
             tokenizer, recipe.render_example(tokenizer, row, index)

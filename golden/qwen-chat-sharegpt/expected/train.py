@@ -1026,7 +1026,6 @@ def setup_precision():
 
 
 def setup_tokenizer():
-    global ADD_BOS
     tokenizer = AutoTokenizer.from_pretrained(
         local_or_hub(BASE_MODEL), trust_remote_code=TRUST_REMOTE_CODE
     )
@@ -1034,7 +1033,7 @@ def setup_tokenizer():
         # Padding positions are masked by the collator, so reusing EOS is safe here.
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     tokenizer.padding_side = "right"
-    ADD_BOS = adds_bos(tokenizer)
+    use_tokenizer(tokenizer)
     if tokenizer.chat_template is None:
         raise SystemExit(
             f"{BASE_MODEL} has no chat template, but the plan expected one; regenerate the run "
@@ -1075,6 +1074,13 @@ def check_saved_tokenizer(tokenizer, folder):
             f"The tokenizer saved in {folder} does not match training: "
             + "; ".join(problems)
         )
+
+
+def use_tokenizer(tokenizer):
+    """Set what the data helpers read from the tokenizer (ADD_BOS); eval.py and probe.py call
+    this after loading a saved tokenizer, so they tokenize exactly as training did."""
+    global ADD_BOS
+    ADD_BOS = adds_bos(tokenizer)
 
 
 def adds_bos(tokenizer):
