@@ -59,6 +59,8 @@ def eval_cadence(total_steps: int, *, early_stopping: bool) -> Choice:
         )
     every = min(MAX_STEPS_PER_EVAL, math.ceil(steps / count))
     capped = f", and at most {MAX_STEPS_PER_EVAL} apart" if every == MAX_STEPS_PER_EVAL else ""
+    if every >= steps:
+        return Choice(steps, f"{rule}: the run's {steps} optimizer step(s) allow one, at its end")
     return Choice(every, f"{rule}{capped}: every {every} of the run's {steps} optimizer steps")
 
 
@@ -124,10 +126,11 @@ def eval_batch(
             continue  # half this batch already holds every row a GPU evaluates
         peak = eval_peak_gb(size)
         if peak <= train_peak_gb or factor == 1:
+            within = "stays within" if peak <= train_peak_gb else "exceeds (at the smallest batch)"
             return Choice(
                 size,
                 f"{factor} x the micro-batch of {micro_batch}: evaluation keeps no activations "
-                f"for backward; its estimated peak ({peak:.1f} GB) stays within the training "
+                f"for backward; its estimated peak ({peak:.1f} GB) {within} the training "
                 f"peak ({train_peak_gb:.1f} GB)",
             )
     raise AssertionError("unreachable: factor 1 always returns")
