@@ -43,7 +43,10 @@ def useful_fraction(
     if collation in ("padding_free", "packing"):
         return 1.0, "no padding"
     if not lengths:
-        return DEFAULT_USEFUL_FRACTION[collation], "the issue's CPU measurement; the data is not at hand"
+        return (
+            DEFAULT_USEFUL_FRACTION[collation],
+            "the issue's CPU measurement; the data is not at hand",
+        )
     picked = list(lengths)
     if len(picked) > MAX_SIMULATED:
         step = len(picked) / MAX_SIMULATED

@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass, replace
 from typing import Any
 
-from . import __version__
+from . import __version__, schedule
 from .architecture import Architecture
 from .catalog import (
     GPU,
@@ -28,7 +28,6 @@ from .catalog import (
 )
 from .data_stats import DatasetStats, read_stats, resolve_columns
 from .errors import NoFitError, SpecError
-from . import schedule
 from .estimate import (
     CHECKPOINT_WRITE_BYTES_PER_S,
     COLLATIONS,
@@ -46,12 +45,12 @@ from .hyperparams import (
     Context,
     _Draft,
 )
+from .padding import useful_fraction
 from .params import (
     ParamCounts,
     count_params,
     trainable_params,
 )
-from .padding import useful_fraction
 from .plan import (
     DatasetPlan,
     Decision,
