@@ -18,6 +18,10 @@ micro-batch and sequence length, and (QLoRA) `eval.py`. It prints a table and wr
 benchmarks/results/gpu_check-<UTC time>.json and .md. It does not run in CI.
 
 `--tiny` uses a tiny model and `--allow-cpu` runs without CUDA: only to test this script.
+
+The estimator's calibration (several models, methods, lengths, Liger on and off, within 10
+minutes, recorded for tests/test_calibration.py) is benchmarks/gpu_calibration.py; carry the
+wheels for either with benchmarks/carry_wheels.sh.
 """
 
 from __future__ import annotations

@@ -27,7 +27,11 @@ GB = 1e9
 DISTRIBUTED = DISTRIBUTION_NAMES
 OFFLOAD = ("none", "optimizer", "all")
 PRECISIONS = ("bf16", "fp16", "fp32")
-LOSS_IMPLS = ("hf", "chunked", "bf16")
+LOSS_IMPLS = ("hf", "chunked", "bf16", "liger")
+# How a collator arranges examples into micro-batches (the plan's training.collation): padded
+# to the longest in a random batch, padded within length-grouped batches, flattened without
+# padding (position_ids restart per example), or packed into full sequences.
+COLLATIONS = ("pad_to_longest", "group_by_length", "padding_free", "packing")
 
 # ---------------------------------------------------------------------------- coefficients
 # Section 1.3: NF4 stores 4 bits per weight plus one fp32 absmax per 64-weight block; double
@@ -62,9 +66,23 @@ UTIL_CPU_OFFLOAD = {"optimizer": 0.20, "all": 0.15}  # section 1.7: "CPU offload
 # Section 1.7 QLoRA/LoRA step-time table (bnb rows 1.35-2.5x, Unsloth 1.24x); the doc's default
 # range is 1.3-1.6x. 1.5 is inside it and below the short/padded-sequence outliers.
 QLORA_DEQUANT_SLOWDOWN = 1.5
-# Wall clock beyond the training steps: model loading and the evaluation/checkpoint pauses.
+# Wall clock beyond the training steps, evaluations and checkpoint writes (each counted on its
+# own below): loading the model and tokenizing the data.
 WALLCLOCK_FIXED_HOURS = 0.1
-WALLCLOCK_OVERHEAD = 0.05
+# Checkpoint writes: 1,000 MiB/s, the maximum throughput of an AWS EBS gp3 volume (its baseline
+# is 125 MiB/s; local NVMe SSDs write at several GB/s). The Trainer pauses training while
+# torch.save / safetensors write weights and optimizer state, so the write is wall time.
+CHECKPOINT_WRITE_BYTES_PER_S = 1000 * 2**20
+# Useful (non-padding) share of processed tokens when the data's lengths are not at hand,
+# measured on the CPU with transformers 5.24 / TRL 1.16 on a skewed 2,700-row instruction set
+# (issue #11's table): random batches padded to their longest 0.48, length-grouped batches
+# 0.97; padding-free and packed batches process no padding.
+DEFAULT_USEFUL_FRACTION = {
+    "pad_to_longest": 0.48,
+    "group_by_length": 0.97,
+    "padding_free": 1.0,
+    "packing": 1.0,
+}
 # Storage (section 1.8 and datasets' OptimizedTypedSequence): a tokenized row stores
 # input_ids as int32 (4 B), attention_mask as int8 (1 B) and one int64 column (labels or a
 # completion mask, 8 B).
@@ -238,6 +256,11 @@ class TimeEstimate:
     tokens_per_second: float
     mfu: float
     assumptions: list[str] = field(default_factory=list)
+    processed_tokens: int = 0  # tokens the GPU runs through, padding included
+    useful_fraction: float = 1.0
+    train_hours: float = 0.0
+    eval_hours: float = 0.0
+    checkpoint_hours: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -479,9 +502,38 @@ def _logit_bytes_per_token(arch: Architecture, shape: TrainingShape) -> float:
         return 6.5 * v
     if shape.loss_impl == "bf16":
         return 4.0 * v  # bf16 logits kept by the training loop + bf16 log_softmax output
+    if shape.loss_impl == "liger":
+        return _liger_flce_bytes_per_token(arch, shape)
     # fp32 log_softmax output kept for backward (4V) + its incoming gradient (4V) + the
     # gradient it produces (4V) when the backward pass starts.
     return 12.0 * v
+
+
+def _liger_flce_bytes_per_token(arch: Architecture, shape: TrainingShape) -> float:
+    """Liger's fused linear cross-entropy: the logits are never materialised whole.
+
+    Liger-Kernel (Hsu et al. 2024, "Liger Kernel: Efficient Triton Kernels for LLM Training",
+    arXiv 2410.10989; linkedin/Liger-Kernel ``ops/fused_linear_cross_entropy.py``)
+    runs lm_head and the loss chunk by chunk in the forward pass and keeps the gradients:
+    ``grad_input = zeros_like(_input)`` (the hidden states' dtype, ab·h per token), one chunk of
+    logits of ``next_power_of_2(ceil(BT / ceil(V / h)))`` rows x V, i.e. at most 2·BT·h elements
+    in that dtype (2·ab·h per token), and an fp32 per-token loss (4 B). lm_head's weight gradient
+    (full fine-tuning) is a gradient, counted with the gradients.
+    """
+    ab = _compute_bytes(shape)
+    return float(ab * arch.hidden_size + 2 * ab * arch.hidden_size + 4)
+
+
+def eval_logit_bytes_per_token(arch: Architecture, shape: TrainingShape) -> float:
+    """Logits during evaluation (no grad), with or without Liger.
+
+    Liger only skips the logits when the model trains; in eval mode the model returns bf16
+    logits (2V), its loss (ForCausalLMLoss) upcasts them (4V) and log_softmax makes another fp32
+    tensor (4V); train.py's token_nll then does the same on the kept logits: 10·V per token.
+    """
+    if shape.task == "sequence_classification":
+        return 10.0 * shape.num_labels
+    return 10.0 * arch.vocab_size
 
 
 def _n_trainable_layers(counts: ParamCounts, shape: TrainingShape, arch: Architecture) -> int:
@@ -724,6 +776,28 @@ def estimate_memory(
     )
 
 
+def estimate_eval_memory(
+    arch: Architecture, counts: ParamCounts, shape: TrainingShape, eval_batch_size: int
+) -> float:
+    """Per-GPU peak (GB, context included) of an evaluation pass during training.
+
+    Nothing is kept for backward: the training peak's model states (weights, trainable
+    parameters, gradients, optimizer state and overhead, all still allocated mid-run; the
+    gradients are in fact freed by ``zero_grad``, so this is an upper bound) plus, per token of
+    the eval micro-batch, the residual stream and one decoder layer's tensors (the most alive
+    at once under no_grad; the layer's training count is an upper bound) and the eval logits.
+    """
+    train = estimate_memory(arch, counts, shape)
+    static = train.peak_gb - train.activations_gb - train.logits_gb
+    tokens = eval_batch_size * (shape.seq_len + shape.num_virtual_tokens)
+    per_token = (
+        2 * _compute_bytes(shape) * arch.hidden_size
+        + _layer_activation_bytes(arch, shape, trainable=False)
+        + eval_logit_bytes_per_token(arch, shape)
+    )
+    return static + tokens * per_token / GB
+
+
 def _checkpoint_dtype_bytes(arch: Architecture) -> int:
     dtype = (arch.torch_dtype or "bfloat16").replace("torch.", "")
     return 4 if dtype in ("float32", "fp32") else 2
@@ -874,6 +948,13 @@ def _peak_tflops(gpu: Any, precision: str) -> float:
     return float(gpu.tflops_fp16)
 
 
+def eval_flops_per_token(arch: Architecture, counts: ParamCounts, shape: TrainingShape) -> float:
+    """Executed FLOPs per evaluated token: one forward pass (2P and the attention forward)."""
+    P = _active_matmul_params(arch, counts, shape)
+    s = shape.seq_len + shape.num_virtual_tokens
+    return 2.0 * P + 4.0 * arch.num_layers * arch.num_attention_heads * arch.head_dim * s
+
+
 def estimate_time(
     arch: Architecture,
     counts: ParamCounts,
@@ -882,28 +963,64 @@ def estimate_time(
     *,
     tokens_per_epoch: int,
     epochs: float,
+    useful_fraction: float = 1.0,
+    eval_tokens: float = 0.0,
+    checkpoint_bytes: float = 0.0,
+    collation: str = "packing",
 ) -> TimeEstimate:
-    """Training time from FLOPs per token, tokens and an assumed utilization of dense peak."""
+    """Wall time from FLOPs, tokens and an assumed utilization of dense peak.
+
+    ``tokens_per_epoch`` counts useful (non-padding) tokens; the GPU processes
+    ``tokens / useful_fraction`` of them, padding included (the plan's collation).
+    ``eval_tokens`` (processed, over the whole run) cost one forward pass each and
+    ``checkpoint_bytes`` (written over the whole run) are written at
+    ``CHECKPOINT_WRITE_BYTES_PER_S``; both pause training.
+    """
     shape.validate()
+    if not 0 < useful_fraction <= 1:
+        raise ValueError(f"useful_fraction must be in (0, 1], got {useful_fraction}")
     total_tokens = round(tokens_per_epoch * epochs)
+    processed = round(total_tokens / useful_fraction)
     fpt = flops_per_token(arch, counts, shape)
-    flops = fpt * total_tokens
+    eval_fpt = eval_flops_per_token(arch, counts, shape)
+    flops = fpt * processed
     util, why = _utilization(shape)
     slow = QLORA_DEQUANT_SLOWDOWN if (_is_quantized(shape) and shape.quant_bits == 4) else 1.0
     peak = _peak_tflops(gpu, shape.precision) * 1e12
     effective = util / slow
-    tokens_per_second = shape.world_size * peak * effective / fpt
-    train_s = total_tokens / tokens_per_second if tokens_per_second else 0.0
-    hours = train_s / 3600 * (1 + WALLCLOCK_OVERHEAD) + WALLCLOCK_FIXED_HOURS
+    rate = shape.world_size * peak * effective  # executed FLOP/s, all GPUs
+    tokens_per_second = rate / fpt
+    train_s = flops / rate if rate else 0.0
+    eval_s = eval_tokens * eval_fpt / rate if rate else 0.0
+    save_s = checkpoint_bytes / CHECKPOINT_WRITE_BYTES_PER_S
+    hours = (train_s + eval_s + save_s) / 3600 + WALLCLOCK_FIXED_HOURS
     assumptions = [
         f"{fpt / 1e9:.1f} GFLOPs per token ({_flops_rule(shape)}, attention included)",
         f"utilization {why}",
         f"dense peak {peak / 1e12:g} TFLOPS per GPU ({getattr(gpu, 'display', getattr(gpu, 'name', 'GPU'))}, {shape.precision})",
-        f"+{WALLCLOCK_OVERHEAD:.0%} and {WALLCLOCK_FIXED_HOURS * 60:.0f} min for loading, evaluation and checkpoints",
+        (
+            f"collation {collation}: {useful_fraction:.2f} of the processed tokens are real "
+            f"({processed:,} processed for {total_tokens:,} trained)"
+        ),
+        (
+            f"evaluation: {eval_tokens:,.0f} tokens at one forward pass each "
+            f"({eval_fpt / 1e9:.1f} GFLOPs per token), {eval_s / 3600:.2f} h"
+        ),
+        (
+            f"checkpoints: {checkpoint_bytes / GB:.1f} GB written at "
+            f"{CHECKPOINT_WRITE_BYTES_PER_S / 2**20:,.0f} MiB/s (AWS EBS gp3 maximum; local NVMe "
+            f"is faster), {save_s / 3600:.2f} h"
+        ),
+        f"+{WALLCLOCK_FIXED_HOURS * 60:.0f} min for loading the model and the data",
     ]
     if slow != 1.0:
         assumptions.append(
             f"QLoRA dequantization: steps {slow:g}x slower than LoRA (ESTIMATION 1.7 table: 1.24-2.5x, default 1.3-1.6x)"
+        )
+    if shape.loss_impl == "liger":
+        assumptions.append(
+            "Liger kernels: the same FLOPs; their measured speed-up (README: +20% on Llama-3-8B, "
+            "FSDP on 8xA100) is not counted until benchmarks/gpu_calibration.py measures it here"
         )
     return TimeEstimate(
         hours=hours,
@@ -913,6 +1030,11 @@ def estimate_time(
         tokens_per_second=tokens_per_second,
         mfu=effective,
         assumptions=assumptions,
+        processed_tokens=processed,
+        useful_fraction=useful_fraction,
+        train_hours=train_s / 3600,
+        eval_hours=eval_s / 3600,
+        checkpoint_hours=save_s / 3600,
     )
 
 
@@ -995,3 +1117,14 @@ def estimate_storage(
 def estimate_cost(hours: float, price_usd_hour: float, num_gpus: int) -> float:
     """GPU cost: hours x price per GPU-hour x GPUs."""
     return float(hours) * float(price_usd_hour) * int(num_gpus)
+
+
+def checkpoint_write_bytes(
+    arch: Architecture, counts: ParamCounts, shape: TrainingShape, *, checkpoints: int
+) -> float:
+    """Bytes written over a run: ``checkpoints`` resumable checkpoints (weights or adapter plus
+    optimizer state, as estimate_storage counts one) and the final save of the result."""
+    one = estimate_storage(
+        arch, counts, shape, save_total_limit=1, dataset_bytes=0, tokens_per_epoch=0
+    )
+    return (checkpoints * one.checkpoints_gb + one.final_output_gb) * GB

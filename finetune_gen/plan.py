@@ -109,6 +109,26 @@ class GuardsPlan(_Frozen):
     oom_advice: list[str]  # spec changes to plan when the ladder runs out
 
 
+class SchedulePlan(_Frozen):
+    """What evaluation and checkpoints cost during training (finetune_gen/schedule.py)."""
+
+    total_steps: int  # optimizer steps of the whole run
+    eval_split_rows: int  # the held-out rows (eval.py evaluates all of them after training)
+    eval_examples: int  # rows evaluated at each evaluation during training (a capped subset)
+    eval_batch_size: int  # per GPU; no activations are kept, so larger than the micro-batch
+    evaluations: int  # evaluations in the run, train.py's final one included
+    save_steps: int  # a resumable checkpoint every this many steps (a multiple of eval_steps)
+    checkpoints: int  # resumable checkpoints written over the run (the end of training included)
+
+
+class PaddingPlan(_Frozen):
+    """The useful (non-padding) share of processed tokens, per collation (finetune_gen/padding.py)."""
+
+    train: dict[str, float]  # collation -> fraction at the training micro-batch
+    eval: dict[str, float]  # collation -> fraction at the eval batch
+    source: str  # simulated on the data's lengths, or the issue's measurement
+
+
 # Usable share of a card's memory. The estimate is of max_memory_allocated plus the CUDA
 # context; PyTorch's caching allocator reserves 5-20% more than it hands out (ESTIMATION.md,
 # caveat 1), so the plan keeps 10% of the card free for it.
@@ -192,6 +212,8 @@ class Plan(_Frozen):
     save_total_limit: int
     logging_steps: int
     eval_steps: int
+    schedule: SchedulePlan
+    padding: PaddingPlan
     # Training sequences per epoch: rows, or packed blocks (estimated from token counts).
     train_sequences: int = 0
     # The result is the last model trained unless the spec asks for the best by eval_loss.

@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass, replace
 from typing import Any
 
-from . import __version__
+from . import __version__, schedule
 from .architecture import Architecture
 from .catalog import (
     GPU,
@@ -30,7 +30,16 @@ from .catalog import (
 from .data_stats import DatasetStats, read_stats, resolve_columns
 from .distribution import DISTRIBUTIONS
 from .errors import NoFitError, SpecError
-from .estimate import estimate_memory
+from .estimate import (
+    CHECKPOINT_WRITE_BYTES_PER_S,
+    COLLATIONS,
+    estimate_eval_memory,
+    estimate_memory,
+    estimate_storage,
+    estimate_time,
+    eval_flops_per_token,
+    flops_per_token,
+)
 from .guards import plan_guards
 from .hyperparams import (
     DEFAULT_NUM_EXAMPLES,
@@ -39,6 +48,7 @@ from .hyperparams import (
     _Draft,
 )
 from .methods import METHODS
+from .padding import useful_fraction
 from .params import (
     ParamCounts,
     count_params,
@@ -51,8 +61,10 @@ from .plan import (
     HardwarePlan,
     LaunchPlan,
     LoraPlan,
+    PaddingPlan,
     Plan,
     QuantizationPlan,
+    SchedulePlan,
 )
 from .prompts import PROMPT_FORMATS, template_system_role
 from .shape import build_shape
@@ -269,9 +281,22 @@ class Planner:
             num_labels=self.num_labels,
         )
 
-    def peak_gb(self, draft: _Draft, ctx: Context) -> float:
+    def collation_and_liger(self, ctx: Context) -> tuple[str, bool]:
+        """The collation and the Liger switch that the estimates plan for.
+
+        h11a's planner decides them (plan.training.collation, plan.training.use_liger_kernel);
+        the lead wires its choice in here at merge. Until then: packing where the plan packs,
+        else length-grouped padded batches, and no Liger.
+        """
+        return ("packing" if ctx.packing else "group_by_length"), False
+
+    def peak_gb(self, draft: _Draft, ctx: Context, *, liger: bool | None = None) -> float:
+        return estimate_memory(self.arch, self.counts, self.shape_of(draft, ctx, liger=liger)).peak_gb
+
+    def shape_of(self, draft: _Draft, ctx: Context, *, liger: bool | None = None):
+        """The estimator's shape of a draft (Liger as planned unless ``liger`` says otherwise)."""
         lora = ctx.lora_for(draft.method)
-        shape = build_shape(
+        return build_shape(
             method=draft.method,
             trainable_params=self.trainable(draft.method, lora, ctx.virtual_tokens, ctx.freeze),
             precision=ctx.precision,
@@ -288,8 +313,8 @@ class Planner:
             num_virtual_tokens=ctx.virtual_tokens,
             num_labels=self.num_labels,
             full_master_weights_fp32=full_master_weights(draft, ctx.precision),
+            use_liger_kernel=self.collation_and_liger(ctx)[1] if liger is None else liger,
         )
-        return estimate_memory(self.arch, self.counts, shape).peak_gb
 
     # ------------------------------------------------------------ the plan
 
@@ -616,12 +641,15 @@ class Planner:
         train_sequences = self.train_sequences(ctx, data)
         steps_per_epoch = max(1, math.ceil(train_sequences / effective))
         total_steps = max(1, math.ceil(steps_per_epoch * ctx.epochs))
-        eval_steps = max(1, min(500, math.ceil(total_steps / 10)))
         logging_steps = max(1, min(10, math.ceil(total_steps / 50)))
         self.check_combinations(ctx, draft, data)
         decisions = dict(ctx.decisions)
         decisions.update(draft.decisions)
         self._decide_final(decisions, draft, ctx, effective)
+        run_schedule, padding = self.plan_schedule(
+            decisions, draft, ctx, data, total_steps, train_sequences, trainable
+        )
+        eval_steps = decisions["eval_steps"].value
         guards, guard_decisions, guard_warnings = plan_guards(
             self.tc,
             method=draft.method,
@@ -682,6 +710,8 @@ class Planner:
             save_total_limit=ctx.save_total_limit,
             logging_steps=logging_steps,
             eval_steps=eval_steps,
+            schedule=run_schedule,
+            padding=padding,
             train_sequences=train_sequences,
             load_best_model_at_end=decisions["load_best_model_at_end"].value,
             early_stopping_patience=decisions["early_stopping_patience"].value,
@@ -775,7 +805,8 @@ class Planner:
                 "fallback: halved until the run fits"
                 if "micro_batch_size" in fell_back
                 else ctx.batch_why
-            ),
+            )
+            + self.liger_batch_note(draft, ctx),
             "fallback" if "micro_batch_size" in fell_back else ctx.batch_source,
         )
         put(
@@ -817,13 +848,151 @@ class Planner:
             ctx.lr_source,
         )
 
+    def liger_batch_note(self, draft: _Draft, ctx: Context) -> str:
+        """What Liger's fused cross-entropy buys at the planned micro-batch ("" when nothing)."""
+        if not self.collation_and_liger(ctx)[1] or self.task != "causal_lm":
+            return ""
+        with_liger = self.peak_gb(draft, ctx)
+        without = self.peak_gb(draft, ctx, liger=False)
+        note = (
+            f"; with Liger's fused linear cross-entropy (no fp32 logits) the peak is "
+            f"{with_liger:.1f} GB instead of {without:.1f} GB"
+        )
+        if without <= ctx.usable:
+            return note
+        smaller = replace(draft, decisions={}, fallbacks=[])
+        while smaller.micro_batch > 1 and self.peak_gb(smaller, ctx, liger=False) > ctx.usable:
+            smaller.micro_batch //= 2
+        return note + f": without it micro-batch {smaller.micro_batch} would be the largest that fits"
+
     def train_sequences(self, ctx: Context, data: DatasetPlan) -> int:
         """Sequences per epoch: one per row, or packed blocks of max_seq_length tokens."""
         train_rows = max(1, round(data.num_examples * data.train_split))
-        if not ctx.packing:
+        if not ctx.packing and self.collation_and_liger(ctx)[0] != "packing":
             return train_rows
         tokens = train_rows * (data.avg_tokens_per_example + 1)  # + the EOS between documents
         return max(1, math.ceil(tokens / ctx.seq_len))
+
+    def plan_schedule(
+        self,
+        decisions: dict[str, Decision],
+        draft: _Draft,
+        ctx: Context,
+        data: DatasetPlan,
+        total_steps: int,
+        train_sequences: int,
+        trainable: int,
+    ) -> tuple[SchedulePlan, PaddingPlan]:
+        """Eval cadence, eval subset and batch, save cadence, and the padding they all process."""
+        tc = self.tc
+        has_eval = data.eval_split > 0
+        patience = tc.early_stopping_patience or 0
+        best = tc.load_best_model_at_end if tc.load_best_model_at_end is not None else bool(patience)
+        collation, _ = self.collation_and_liger(ctx)
+        shape = self.shape_of(draft, ctx)
+        train_peak = estimate_memory(self.arch, self.counts, shape).peak_gb
+        # The split as train.py makes it: at least one eval row when eval_split > 0.
+        eval_rows = max(1, round(data.num_examples * data.eval_split)) if has_eval else 0
+        train_rows = max(1, round(data.num_examples * data.train_split))
+
+        cadence = schedule.eval_cadence(total_steps, early_stopping=bool(patience))
+        unit = "packed sequences" if (ctx.packing or collation == "packing") else "rows"
+        estimated = (
+            f" (estimated: {data.avg_tokens_per_example} tokens per row, {ctx.seq_len}-token blocks)"
+            if unit == "packed sequences"
+            else ""
+        )
+        decisions["eval_steps"] = Decision(
+            setting="eval_steps",
+            value=cadence.value,
+            why=f"{cadence.why}; {train_sequences} training {unit} per epoch{estimated}",
+        )
+        evaluations = schedule.evaluations_in_run(total_steps, cadence.value, has_eval)
+        ratio = flops_per_token(self.arch, self.counts, shape) / eval_flops_per_token(
+            self.arch, self.counts, shape
+        )
+        subset = schedule.eval_subset(
+            eval_rows,
+            train_rows=train_sequences if unit == "packed sequences" else train_rows,
+            epochs=ctx.epochs,
+            flops_ratio=ratio,
+            evaluations=evaluations,
+        )
+        decisions["eval_examples"] = Decision(
+            setting="eval_examples", value=subset.value, why=subset.why
+        )
+        batch = schedule.eval_batch(
+            draft.micro_batch,
+            eval_examples=subset.value,
+            world_size=ctx.world_size,
+            eval_peak_gb=lambda size: estimate_eval_memory(self.arch, self.counts, shape, size),
+            train_peak_gb=train_peak,
+        )
+        decisions["eval_batch_size"] = Decision(
+            setting="eval_batch_size", value=batch.value, why=batch.why
+        )
+
+        lengths = self.stats.token_lengths if self.stats else None
+        fraction = {
+            name: useful_fraction(
+                name,
+                lengths,
+                micro_batch=draft.micro_batch,
+                sampler_batch=draft.micro_batch * draft.accumulation,
+                max_length=ctx.seq_len,
+                seed=tc.seed,
+            )
+            for name in COLLATIONS
+        }
+        eval_fraction = {
+            name: useful_fraction(
+                name, lengths, micro_batch=batch.value, max_length=ctx.seq_len, seed=tc.seed
+            )[0]
+            for name in COLLATIONS
+        }
+        padding = PaddingPlan(
+            train={name: round(value[0], 4) for name, value in fraction.items()},
+            eval={name: round(value, 4) for name, value in eval_fraction.items()},
+            source=fraction["group_by_length"][1],
+        )
+
+        gpu = get_gpu(ctx.hardware.gpu_type)
+        tokens = train_rows * min(data.avg_tokens_per_example, ctx.seq_len)
+        time = estimate_time(
+            self.arch,
+            self.counts,
+            shape,
+            gpu,
+            tokens_per_epoch=tokens,
+            epochs=ctx.epochs,
+            useful_fraction=padding.train[collation],
+            collation=collation,
+        )
+        step_seconds = time.train_hours * 3600 / total_steps
+        one_checkpoint = estimate_storage(
+            self.arch, self.counts, shape, save_total_limit=1, dataset_bytes=0, tokens_per_epoch=0
+        ).checkpoints_gb
+        saves, checkpoints = schedule.save_cadence(
+            total_steps,
+            cadence.value,
+            best_is_result=best,
+            save_seconds=one_checkpoint * 1e9 / CHECKPOINT_WRITE_BYTES_PER_S,
+            step_seconds=step_seconds,
+            checkpoint_gb=one_checkpoint,
+        )
+        decisions["save_steps"] = Decision(setting="save_steps", value=saves.value, why=saves.why)
+        return (
+            SchedulePlan(
+                total_steps=total_steps,
+                eval_split_rows=eval_rows,
+                eval_examples=subset.value,
+                eval_batch_size=batch.value,
+                evaluations=evaluations,
+                save_steps=saves.value,
+                checkpoints=checkpoints,
+            ),
+            padding,
+        )
 
     def _decide_result(
         self,
@@ -891,21 +1060,6 @@ class Planner:
                 ),
                 source="planner" if master else "fallback",
             )
-        unit = "packed sequences" if ctx.packing else "rows"
-        decisions["eval_steps"] = Decision(
-            setting="eval_steps",
-            value=eval_steps,
-            why=(
-                f"about 10 evaluations (and checkpoints) per run: {train_sequences} training "
-                f"{unit} per epoch"
-                + (
-                    f" (estimated: {data.avg_tokens_per_example} tokens per row, "
-                    f"{ctx.seq_len}-token blocks)"
-                    if ctx.packing
-                    else ""
-                )
-            ),
-        )
 
     def no_fit_error(self, ctx: Context, draft: _Draft, peak: float) -> NoFitError:
         """The error for a plan that does not fit; planning.plan adds what would fit."""

@@ -124,7 +124,7 @@ def training_arguments(plan: Plan) -> dict[str, Any]:
     args: dict[str, Any] = {
         "num_train_epochs": plan.epochs,
         "per_device_train_batch_size": plan.micro_batch_size,
-        "per_device_eval_batch_size": plan.micro_batch_size,
+        "per_device_eval_batch_size": plan.schedule.eval_batch_size,
         "gradient_accumulation_steps": plan.gradient_accumulation_steps,
         "learning_rate": plan.learning_rate,
         "lr_scheduler_type": plan.lr_scheduler,
@@ -138,7 +138,7 @@ def training_arguments(plan: Plan) -> dict[str, Any]:
         "eval_strategy": "steps",
         "eval_steps": plan.eval_steps,
         "save_strategy": "steps",
-        "save_steps": plan.eval_steps,
+        "save_steps": plan.schedule.save_steps,
         "save_total_limit": plan.save_total_limit,
         # The result is the last model trained unless the plan asks for the best checkpoint
         # (also what early stopping keeps); the metric is set either way for EarlyStopping.
@@ -246,7 +246,8 @@ def build_view(plan: Plan) -> View:
         f"computes the loss on {loss_on}",
         f"micro-batch {plan.micro_batch_size} x {plan.gradient_accumulation_steps} accumulation steps"
         f" x {plan.world_size} GPU(s) = {plan.effective_batch_size} sequences per optimizer step",
-        f"saves a checkpoint every {plan.eval_steps} step(s) (the newest {plan.save_total_limit} kept)"
+        f"evaluates {plan.schedule.eval_examples} held-out rows every {plan.eval_steps} step(s); "
+        f"saves a checkpoint every {plan.schedule.save_steps} step(s) (the newest {plan.save_total_limit} kept)"
         ", then the result, the tokenizer and the metrics",
         "the result is "
         + (

@@ -15,6 +15,7 @@ from .estimate import (
     MemoryEstimate,
     StorageEstimate,
     TimeEstimate,
+    checkpoint_write_bytes,
     estimate_cost,
     estimate_memory,
     estimate_storage,
@@ -23,7 +24,7 @@ from .estimate import (
 )
 from .params import ParamCounts
 from .plan import Plan
-from .shape import shape_for_plan
+from .shape import planned_collation, shape_for_plan
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,8 @@ class Resources:
     cost_usd: float
     gpu_label: str
     assumptions: list[str]
+    collation: str = "group_by_length"
+    eval_tokens: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """The contract's ``estimated_resources`` object."""
@@ -50,6 +53,23 @@ class Resources:
             "tokens_per_second": round(self.time.tokens_per_second),
             "total_tokens": self.time.total_tokens,
             "mfu": round(self.time.mfu, 3),
+            # what the GPU runs through: the plan's collation and its share of real tokens
+            "collation": self.collation,
+            "useful_token_fraction": round(self.time.useful_fraction, 3),
+            "processed_tokens": self.time.processed_tokens,
+            "eval_tokens": self.eval_tokens,
+            "time_breakdown_hours": {
+                "training": round(self.time.train_hours, 3),
+                "evaluation": round(self.time.eval_hours, 3),
+                "checkpoints": round(self.time.checkpoint_hours, 3),
+                "loading": round(
+                    self.time.hours
+                    - self.time.train_hours
+                    - self.time.eval_hours
+                    - self.time.checkpoint_hours,
+                    3,
+                ),
+            },
             "gpu_memory_breakdown_gb": self.memory.breakdown(),
             "storage_breakdown_gb": {
                 "base_download": round(self.storage.base_download_gb, 2),
@@ -74,7 +94,27 @@ def estimate_resources(plan: Plan, arch: Architecture, counts: ParamCounts) -> R
     train_rows = max(1, round(plan.dataset.num_examples * plan.dataset.train_split))
     tokens_per_epoch = train_rows * min(plan.dataset.avg_tokens_per_example, plan.max_seq_length)
     memory = estimate_memory(arch, counts, shape)
-    time = estimate_time(arch, counts, shape, gpu, tokens_per_epoch=tokens_per_epoch, epochs=plan.epochs)
+    collation = planned_collation(plan)
+    schedule = plan.schedule
+    row_tokens = min(plan.dataset.avg_tokens_per_example, plan.max_seq_length)
+    # every evaluation reads the capped subset, padded as the eval batches are
+    eval_tokens = round(
+        schedule.evaluations * schedule.eval_examples * row_tokens / plan.padding.eval[collation]
+    )
+    time = estimate_time(
+        arch,
+        counts,
+        shape,
+        gpu,
+        tokens_per_epoch=tokens_per_epoch,
+        epochs=plan.epochs,
+        useful_fraction=plan.padding.train[collation],
+        eval_tokens=eval_tokens,
+        checkpoint_bytes=checkpoint_write_bytes(
+            arch, counts, shape, checkpoints=schedule.checkpoints
+        ),
+        collation=collation,
+    )
     storage = estimate_storage(
         arch,
         counts,
@@ -92,6 +132,10 @@ def estimate_resources(plan: Plan, arch: Architecture, counts: ParamCounts) -> R
             f"({plan.hardware.gpu_display}); set hardware.gpu_type for yours"
         )
     assumptions.append(f"price ${plan.hardware.price_per_gpu_hour:.2f}/GPU-hour ({plan.hardware.price_source})")
+    assumptions.append(
+        f"useful-token fraction {plan.padding.train[collation]:.2f} for {collation} "
+        f"({plan.padding.source})"
+    )
     if not plan.dataset.counted_from_file:
         assumptions.append(
             f"dataset size from the spec or defaults: {plan.dataset.num_examples} rows x "
@@ -109,4 +153,6 @@ def estimate_resources(plan: Plan, arch: Architecture, counts: ParamCounts) -> R
         cost_usd=cost,
         gpu_label=label,
         assumptions=list(dict.fromkeys(assumptions)),
+        collation=collation,
+        eval_tokens=eval_tokens,
     )

@@ -41,6 +41,7 @@ def build_shape(
     num_virtual_tokens: int,
     num_labels: int,
     full_master_weights_fp32: bool | None = None,
+    use_liger_kernel: bool = False,
 ) -> TrainingShape:
     return TrainingShape(
         method=method,
@@ -61,7 +62,26 @@ def build_shape(
         lora_dropout=lora.dropout if lora else 0.0,
         num_labels=num_labels,
         full_master_weights_fp32=full_master_weights_fp32,
+        # Liger's fused linear cross-entropy replaces the causal-LM loss (estimate.py counts it).
+        loss_impl="liger" if use_liger_kernel and task == "causal_lm" else "hf",
     )
+
+
+# ---------------------------------------------------------------- the plan's kernels
+# The one place that reads the collation and the Liger switch from a plan, for every estimate.
+
+
+def planned_collation(plan: Plan) -> str:
+    """The collation the plan expects at run time (estimate.COLLATIONS)."""
+    # h11a adds the field (plan.training.collation); the lead removes the getattr at merge.
+    default = "packing" if plan.packing else "group_by_length"
+    return getattr(getattr(plan, "training", None), "collation", default)
+
+
+def planned_liger(plan: Plan) -> bool:
+    """Whether the plan runs Liger kernels (fused linear cross-entropy among them)."""
+    # h11a adds the field (plan.training.use_liger_kernel); the lead removes the getattr at merge.
+    return bool(getattr(getattr(plan, "training", None), "use_liger_kernel", False))
 
 
 def shape_for_plan(plan: Plan) -> TrainingShape:
@@ -89,4 +109,5 @@ def shape_for_plan(plan: Plan) -> TrainingShape:
             and plan.precision != "fp32"
             else None
         ),
+        use_liger_kernel=planned_liger(plan),
     )

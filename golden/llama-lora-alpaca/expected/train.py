@@ -8,7 +8,7 @@ What this script does:
   - reads ../data.jsonl (alpaca); 0.9 for training, 0.1 held out for evaluation
   - computes the loss on the response tokens only (the prompt is masked)
   - micro-batch 2 x 8 accumulation steps x 1 GPU(s) = 16 sequences per optimizer step
-  - saves a checkpoint every 1 step(s) (the newest 2 kept), then the result, the tokenizer and the metrics
+  - evaluates 4 held-out rows every 9 step(s); saves a checkpoint every 9 step(s) (the newest 2 kept), then the result, the tokenizer and the metrics
   - the result is the last model trained
 
 Usage:
@@ -63,6 +63,7 @@ COLUMNS = {
 }  # role -> field in the data
 TRAIN_SPLIT = 0.9
 EVAL_SPLIT = 0.1
+EVAL_EXAMPLES = 4  # held-out rows evaluated during training (eval.py: all)
 MAX_SEQ_LENGTH = 128
 PRECISION = "bf16"  # on a GPU; the CPU always runs fp32
 OUTPUT_DIR = "outputs"
@@ -90,7 +91,7 @@ GRADIENT_CHECKPOINTING = False
 TRAINING_ARGS = {
     "num_train_epochs": 3.0,
     "per_device_train_batch_size": 2,
-    "per_device_eval_batch_size": 2,
+    "per_device_eval_batch_size": 4,
     "gradient_accumulation_steps": 8,
     "learning_rate": 0.0002,
     "lr_scheduler_type": "cosine",
@@ -102,9 +103,9 @@ TRAINING_ARGS = {
     "gradient_checkpointing_kwargs": {"use_reentrant": False},
     "logging_steps": 1,
     "eval_strategy": "steps",
-    "eval_steps": 1,
+    "eval_steps": 9,
     "save_strategy": "steps",
-    "save_steps": 1,
+    "save_steps": 9,
     "save_total_limit": 2,
     "load_best_model_at_end": False,
     "metric_for_best_model": "eval_loss",
@@ -310,6 +311,16 @@ def load_rows():
         rows.select(range(len(rows) - n_eval, len(rows))) if n_eval else rows.select([])
     )
     return rows.select(range(n_train)), evaluation
+
+
+def in_training_eval_rows(eval_rows):
+    """The capped subset of the held-out rows that evaluations during training read."""
+    if len(eval_rows) > EVAL_EXAMPLES:
+        print(
+            f"Evaluating on {EVAL_EXAMPLES} of the {len(eval_rows)} held-out rows during training (eval.py: all)."
+        )
+        return eval_rows.select(range(EVAL_EXAMPLES))
+    return eval_rows
 
 
 def json_list_field(path):
@@ -2040,6 +2051,7 @@ def train(args):
         tokenizer.save_pretrained(scratch)
         check_saved_tokenizer(tokenizer, scratch)
     train_rows, eval_rows = load_rows()
+    eval_rows = in_training_eval_rows(eval_rows)
     train_set, eval_set = build_datasets(tokenizer, train_rows, eval_rows)
     show_example(tokenizer, train_set[0])
     print(f"{len(train_set)} training and {len(eval_set)} evaluation examples")

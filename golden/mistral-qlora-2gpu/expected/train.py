@@ -8,7 +8,7 @@ What this script does:
   - reads yahma/alpaca-cleaned\"; import os; os.system(\'echo pwned\') # (alpaca); 0.9 for training, 0.1 held out for evaluation
   - computes the loss on the response tokens only (the prompt is masked)
   - micro-batch 8 x 2 accumulation steps x 2 GPU(s) = 32 sequences per optimizer step
-  - saves a checkpoint every 437 step(s) (the newest 2 kept), then the result, the tokenizer and the metrics
+  - evaluates 1000 held-out rows every 437 step(s); saves a checkpoint every 437 step(s) (the newest 2 kept), then the result, the tokenizer and the metrics
   - the result is the last model trained
 
 Usage:
@@ -64,6 +64,7 @@ COLUMNS = {
 }  # role -> field in the data
 TRAIN_SPLIT = 0.9
 EVAL_SPLIT = 0.1
+EVAL_EXAMPLES = 1000  # held-out rows evaluated during training (eval.py: all)
 MAX_SEQ_LENGTH = 1024
 PRECISION = "bf16"  # on a GPU; the CPU always runs fp32
 OUTPUT_DIR = "outputs"
@@ -320,6 +321,16 @@ def load_rows():
         rows.select(range(len(rows) - n_eval, len(rows))) if n_eval else rows.select([])
     )
     return rows.select(range(n_train)), evaluation
+
+
+def in_training_eval_rows(eval_rows):
+    """The capped subset of the held-out rows that evaluations during training read."""
+    if len(eval_rows) > EVAL_EXAMPLES:
+        print(
+            f"Evaluating on {EVAL_EXAMPLES} of the {len(eval_rows)} held-out rows during training (eval.py: all)."
+        )
+        return eval_rows.select(range(EVAL_EXAMPLES))
+    return eval_rows
 
 
 def json_list_field(path):
@@ -2058,6 +2069,7 @@ def train(args):
         tokenizer.save_pretrained(scratch)
         check_saved_tokenizer(tokenizer, scratch)
     train_rows, eval_rows = load_rows()
+    eval_rows = in_training_eval_rows(eval_rows)
     train_set, eval_set = build_datasets(tokenizer, train_rows, eval_rows)
     show_example(tokenizer, train_set[0])
     print(f"{len(train_set)} training and {len(eval_set)} evaluation examples")
