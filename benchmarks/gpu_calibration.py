@@ -206,7 +206,7 @@ def worker(run_folder: Path, model_id: str, seqs: list[int], out: Path, deadline
     from finetune_gen.params import count_params
     from finetune_gen.shape import shape_for_plan
 
-    plan = plan_file(run_folder.parent / "spec.yaml", out_dir=run_folder)[0]
+    plan = plan_file(run_folder.parent / "spec.yaml", out_dir=run_folder).plan
     # The model folder holds the catalog's config with random weights: the same architecture
     # (the plan names it relative to the run folder).
     arch = resolve_model(str((run_folder / plan.base_model).resolve())).architecture
