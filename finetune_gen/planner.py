@@ -30,6 +30,7 @@ from .data_stats import DatasetStats, read_stats, resolve_columns
 from .errors import NoFitError, SpecError
 from .estimate import estimate_memory
 from .guards import plan_guards
+from .kernels import plan_collation, plan_liger
 from .hyperparams import (
     DEFAULT_NUM_EXAMPLES,
     DEFAULT_TOKENS_PER_EXAMPLE,
@@ -648,6 +649,7 @@ class Planner:
                 "trust_remote_code",
             )
         self._decide_result(decisions, draft, ctx, data, train_sequences, eval_steps)
+        collation, collation_fallback, use_liger = self._decide_kernels(decisions, ctx)
         return Plan(
             num_labels=self.num_labels,
             generator_version=__version__,
@@ -683,6 +685,9 @@ class Planner:
             epochs=ctx.epochs,
             max_seq_length=ctx.seq_len,
             packing=ctx.packing,
+            collation=collation,
+            collation_fallback=collation_fallback,
+            use_liger_kernel=use_liger,
             seed=self.tc.seed,
             save_total_limit=ctx.save_total_limit,
             logging_steps=logging_steps,
@@ -820,6 +825,26 @@ class Planner:
             ctx.lr_why(draft.method),
             ctx.lr_source,
         )
+
+    def _decide_kernels(
+        self, decisions: dict[str, Decision], ctx: Context
+    ) -> tuple[str, str, bool]:
+        """The collation expected on the target GPU, its fallback, and Liger, with reasons."""
+        gpu = get_gpu(ctx.hardware.gpu_type)
+        capability = gpu.compute_capability if gpu is not None else "0"
+        task = self.spec.task_type.value
+        collation, fallback, why = plan_collation(task, ctx.packing, capability)
+        decisions["collation"] = Decision(setting="collation", value=collation, why=why)
+        decisions["collation_fallback"] = Decision(
+            setting="collation_fallback",
+            value=fallback,
+            why="what train.py uses when the expected kernel is not there at start-up (it prints which)",
+        )
+        use_liger, liger_why = plan_liger(self.arch.model_type, task)
+        decisions["use_liger_kernel"] = Decision(
+            setting="use_liger_kernel", value=use_liger, why=liger_why
+        )
+        return collation, fallback, use_liger
 
     def train_sequences(self, ctx: Context, data: DatasetPlan) -> int:
         """Sequences per epoch: one per row, or packed blocks of max_seq_length tokens."""
