@@ -39,9 +39,7 @@ LIGER_MODEL_TYPES = frozenset(
 FLASH_ATTENTION_MIN_CAPABILITY = 8.0
 
 
-def plan_collation(
-    task_type: str, packing: bool, compute_capability: str
-) -> tuple[str, str, str]:
+def plan_collation(task_type: str, packing: bool, compute_capability: str) -> tuple[str, str, str]:
     """(expected collation on the target GPU, the fallback, why)."""
     if task_type == "generation" and packing:
         return (

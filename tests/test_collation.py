@@ -12,7 +12,6 @@ import importlib.util
 import itertools
 
 import pytest
-
 import tiny
 from smoke import generate, write_spec
 
@@ -64,7 +63,7 @@ def test_batch_loss_equals_token_weighted_per_example_loss(tmp_path, tiny_models
     if task == "instruction":
         data = tiny.write_alpaca(tmp_path / "data.jsonl", rows=24)
     else:  # documents of different lengths
-        words = "the cat sat on a red mat near the blue house".split()
+        words = tiny.WORDS[:11]
         docs = [{"body": " ".join(words[: 2 + i % 9] * (1 + i % 4))} for i in range(24)]
         data = tiny.write_rows(tmp_path / "data.jsonl", docs)
     overrides = {}
@@ -73,7 +72,9 @@ def test_batch_loss_equals_token_weighted_per_example_loss(tmp_path, tiny_models
     recipe = load_recipe(tmp_path, tiny_models("llama"), data, task_type=task, **overrides)
     trainer, train_set = trainer_for(recipe, collation, tmp_path)
     # Examples of different lengths, so padding (or flattening) is really exercised.
-    examples = sorted((train_set[i] for i in range(len(train_set))), key=lambda e: len(e["input_ids"]))
+    examples = sorted(
+        (train_set[i] for i in range(len(train_set))), key=lambda e: len(e["input_ids"])
+    )
     batch = [examples[0], examples[len(examples) // 2], examples[-1]]
     assert len({len(e["input_ids"]) for e in batch}) > 1
     inputs = trainer.data_collator(batch)
@@ -127,7 +128,9 @@ def test_start_up_prints_the_collation_and_why(tmp_path, tiny_models, capsys, mo
 
     # flash-attn on a pre-Ampere GPU: FlashAttention 2 cannot run there.
     monkeypatch.setattr(
-        recipe.importlib.util, "find_spec", lambda name, *a: object() if name == "flash_attn" else None
+        recipe.importlib.util,
+        "find_spec",
+        lambda name, *a: object() if name == "flash_attn" else None,
     )
     monkeypatch.setattr(recipe.torch.cuda, "get_device_capability", lambda *a: (7, 5))
     assert recipe.choose_collation() == "group_by_length"
@@ -155,7 +158,13 @@ def test_speed_settings_on_a_gpu_are_printed(tmp_path, tiny_models, capsys, monk
     assert "use_liger_kernel" not in settings  # liger-kernel is not installed here
     assert "train_sampling_strategy" not in settings  # padding-free needs no grouping
     out = capsys.readouterr().out
-    for said in ("TF32", "fused AdamW", "pinned memory", "torch.compile", "Liger kernels off (liger-kernel is not installed"):
+    for said in (
+        "TF32",
+        "fused AdamW",
+        "pinned memory",
+        "torch.compile",
+        "Liger kernels off (liger-kernel is not installed",
+    ):
         assert said in out, out
 
 

@@ -136,6 +136,9 @@ USE_LIGER_KERNEL = True  # Liger's fused kernels, on CUDA when installed
 ATTN_IMPLEMENTATION = (
     None  # "flash_attention_2" for padding-free batches on a GPU; set at start-up
 )
+PADDING_FREE = (
+    False  # flattened batches with position_ids (TRL's collator); set at start-up
+)
 
 
 HERE = Path(__file__).resolve().parent
@@ -2024,7 +2027,7 @@ def choose_collation(requested="auto"):
     are exact on such rows too but build a mask over the whole row, so without the kernel batches
     are padded instead, grouped by length so that little of them is padding.
     """
-    global ATTN_IMPLEMENTATION
+    global ATTN_IMPLEMENTATION, PADDING_FREE
     if requested != "auto":
         collation, why = requested, "--collation " + requested
     elif not torch.cuda.is_available():
@@ -2049,6 +2052,8 @@ def choose_collation(requested="auto"):
             "FlashAttention 2 on this GPU: its varlen kernels keep the examples apart",
         )
         ATTN_IMPLEMENTATION = "flash_attention_2"
+    # TRL refuses SFTConfig(padding_free=True) with a collator of one's own: the collator does it.
+    PADDING_FREE = collation == "padding_free"
     expected = (
         ""
         if collation == COLLATION
@@ -2138,7 +2143,6 @@ def training_arguments(precision, has_eval, **overrides):
         # TRL neither tokenizes, nor applies a chat template, nor truncates them again.
         dataset_kwargs={"skip_prepare_dataset": True},
         max_length=None,
-        padding_free=overrides.get("padding_free", False),
         remove_unused_columns=False,  # keeps "length" for the sampler; the collator reads only its fields
     )
     training_args.update(overrides)
@@ -2150,7 +2154,7 @@ def build_trainer(model, tokenizer, train_set, eval_set, args):
     trainer = GuardedTrainer(
         model=model,
         args=args,
-        data_collator=Collator(tokenizer.pad_token_id, padding_free=args.padding_free),
+        data_collator=Collator(tokenizer.pad_token_id, padding_free=PADDING_FREE),
         train_dataset=with_lengths(train_set),
         eval_dataset=with_lengths(eval_set) if eval_set else None,
         processing_class=tokenizer,
@@ -2211,7 +2215,6 @@ def train(args):
         **setup_reporting(args.report_to, args.output_dir),
     }
     overrides.update(speed_settings(precision, collation, args.compile))
-    overrides["padding_free"] = collation == "padding_free"
     if args.max_steps is not None:
         overrides["max_steps"] = args.max_steps
     checkpoint = None
