@@ -266,7 +266,7 @@ def main() -> None:
         2,
     )
     if args.json:
-        print(json.dumps(summary, indent=2))
+        print(json.dumps(summary))  # one line, last: libraries may print to stdout before it
         return
     print(
         f"{summary['train_examples']} examples, one epoch, micro-batch {batch}, max_seq_length {max_seq_length}, "
