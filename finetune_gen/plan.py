@@ -208,6 +208,12 @@ class Plan(_Frozen):
     epochs: float
     max_seq_length: int
     packing: bool
+    # How micro-batches are laid out (finetune_gen/kernels.py): "padding_free", "group_by_length" or
+    # "packing" expected on the target GPU; train.py uses the fallback when no varlen kernel is there.
+    collation: str = "group_by_length"
+    collation_fallback: str = "group_by_length"
+    # Liger's fused kernels (CUDA only; liger-kernel is an optional requirement).
+    use_liger_kernel: bool = False
     seed: int
     save_total_limit: int
     logging_steps: int

@@ -41,6 +41,7 @@ from .estimate import (
     flops_per_token,
 )
 from .guards import plan_guards
+from .kernels import plan_collation, plan_liger
 from .hyperparams import (
     DEFAULT_NUM_EXAMPLES,
     DEFAULT_TOKENS_PER_EXAMPLE,
@@ -281,14 +282,19 @@ class Planner:
             num_labels=self.num_labels,
         )
 
-    def collation_and_liger(self, ctx: Context) -> tuple[str, bool]:
-        """The collation and the Liger switch that the estimates plan for.
+    def kernel_choice(self, ctx: Context) -> tuple[str, str, str, bool, str]:
+        """Collation expected on the target GPU, its fallback and why; Liger and why (kernels.py)."""
+        gpu = get_gpu(ctx.hardware.gpu_type)
+        capability = gpu.compute_capability if gpu is not None else "0"
+        task = self.spec.task_type.value
+        collation, fallback, why = plan_collation(task, ctx.packing, capability)
+        use_liger, liger_why = plan_liger(self.arch.model_type, task)
+        return collation, fallback, why, use_liger, liger_why
 
-        h11a's planner decides them (plan.training.collation, plan.training.use_liger_kernel);
-        the lead wires its choice in here at merge. Until then: packing where the plan packs,
-        else length-grouped padded batches, and no Liger.
-        """
-        return ("packing" if ctx.packing else "group_by_length"), False
+    def collation_and_liger(self, ctx: Context) -> tuple[str, bool]:
+        """The collation and the Liger switch that the estimates plan for."""
+        collation, _, _, use_liger, _ = self.kernel_choice(ctx)
+        return collation, use_liger
 
     def peak_gb(self, draft: _Draft, ctx: Context, *, liger: bool | None = None) -> float:
         return estimate_memory(self.arch, self.counts, self.shape_of(draft, ctx, liger=liger)).peak_gb
@@ -671,6 +677,7 @@ class Planner:
                 "trust_remote_code",
             )
         self._decide_result(decisions, draft, ctx, data, train_sequences, eval_steps)
+        collation, collation_fallback, use_liger = self._decide_kernels(decisions, ctx)
         return Plan(
             num_labels=self.num_labels,
             generator_version=__version__,
@@ -706,6 +713,9 @@ class Planner:
             epochs=ctx.epochs,
             max_seq_length=ctx.seq_len,
             packing=ctx.packing,
+            collation=collation,
+            collation_fallback=collation_fallback,
+            use_liger_kernel=use_liger,
             seed=self.tc.seed,
             save_total_limit=ctx.save_total_limit,
             logging_steps=logging_steps,
@@ -864,6 +874,22 @@ class Planner:
         while smaller.micro_batch > 1 and self.peak_gb(smaller, ctx, liger=False) > ctx.usable:
             smaller.micro_batch //= 2
         return note + f": without it micro-batch {smaller.micro_batch} would be the largest that fits"
+
+    def _decide_kernels(
+        self, decisions: dict[str, Decision], ctx: Context
+    ) -> tuple[str, str, bool]:
+        """The collation expected on the target GPU, its fallback, and Liger, with reasons."""
+        collation, fallback, why, use_liger, liger_why = self.kernel_choice(ctx)
+        decisions["collation"] = Decision(setting="collation", value=collation, why=why)
+        decisions["collation_fallback"] = Decision(
+            setting="collation_fallback",
+            value=fallback,
+            why="what train.py uses when the expected kernel is not there at start-up (it prints which)",
+        )
+        decisions["use_liger_kernel"] = Decision(
+            setting="use_liger_kernel", value=use_liger, why=liger_why
+        )
+        return collation, fallback, use_liger
 
     def train_sequences(self, ctx: Context, data: DatasetPlan) -> int:
         """Sequences per epoch: one per row, or packed blocks of max_seq_length tokens."""

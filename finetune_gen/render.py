@@ -87,6 +87,10 @@ class View:
     imports: list[str]
     features: list[str]
     training_args: dict[str, Any]
+    # Causal-LM tasks train with TRL's SFTTrainer (its SFTConfig, its collator); classification
+    # with transformers' Trainer. GuardedTrainer derives from trainer_base.
+    trainer_base: str = "Trainer"
+    config_class: str = "TrainingArguments"
     peft_config_class: str = ""
     peft_kwargs: dict[str, Any] = field(default_factory=dict)
     bnb_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -232,7 +236,13 @@ def build_view(plan: Plan) -> View:
             peft_names.add("prepare_model_for_kbit_training")
             transformers_names.append("BitsAndBytesConfig")
         imports.append(f"from peft import {', '.join(sorted(peft_names))}")
+    language_model = not task.classifies  # trained on TRL's SFTTrainer (classification: Trainer)
+    if language_model:  # SFTTrainer and SFTConfig take their place
+        transformers_names = [n for n in transformers_names if n not in ("Trainer", "TrainingArguments")]
     imports.append(f"from transformers import {', '.join(sorted(transformers_names))}")
+    if language_model:
+        imports.append("from trl import SFTConfig, SFTTrainer")
+        imports.append("from trl.trainer.sft_trainer import DataCollatorForLanguageModeling")
     if PROMPT_FORMATS[plan.prompt_format].chat:
         imports.insert(0, "from jinja2 import TemplateError")
 
@@ -286,6 +296,8 @@ def build_view(plan: Plan) -> View:
         format_partial=FORMATS[plan.dataset.format].partial_for(plan.dataset.columns),
         padding_side="left" if task.classifies and METHODS[plan.method].feeds_embeddings else "right",
     )
+    if language_model:
+        view.trainer_base, view.config_class = "LanguageModelTrainer", "SFTConfig"
     if plan.is_peft:
         view.peft_config_class = METHODS[plan.method].peft_config_class
         view.peft_kwargs = peft_arguments(plan)

@@ -73,15 +73,12 @@ def build_shape(
 
 def planned_collation(plan: Plan) -> str:
     """The collation the plan expects at run time (estimate.COLLATIONS)."""
-    # h11a adds the field (plan.training.collation); the lead removes the getattr at merge.
-    default = "packing" if plan.packing else "group_by_length"
-    return getattr(getattr(plan, "training", None), "collation", default)
+    return plan.collation
 
 
 def planned_liger(plan: Plan) -> bool:
     """Whether the plan runs Liger kernels (fused linear cross-entropy among them)."""
-    # h11a adds the field (plan.training.use_liger_kernel); the lead removes the getattr at merge.
-    return bool(getattr(getattr(plan, "training", None), "use_liger_kernel", False))
+    return plan.use_liger_kernel
 
 
 def shape_for_plan(plan: Plan) -> TrainingShape:
