@@ -25,6 +25,7 @@ replies of 5-60 words) on a tiny offline Qwen2.5-style tokenizer and chat templa
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import os
@@ -40,11 +41,51 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-WORDS = (
-    "the a model learns data train token loss batch layer weight answer question about "
-    "python code function value list table file row column result test error fix run "
-    "because when then with from into over under again more less first last every some"
-).split()
+WORDS = [
+    "the",
+    "a",
+    "model",
+    "learns",
+    "data",
+    "train",
+    "token",
+    "loss",
+    "batch",
+    "layer",
+    "weight",
+    "answer",
+    "question",
+    "about",
+    "python",
+    "code",
+    "function",
+    "value",
+    "list",
+    "table",
+    "file",
+    "row",
+    "column",
+    "result",
+    "test",
+    "error",
+    "fix",
+    "run",
+    "because",
+    "when",
+    "then",
+    "with",
+    "from",
+    "into",
+    "over",
+    "under",
+    "again",
+    "more",
+    "less",
+    "first",
+    "last",
+    "every",
+    "some",
+]
 
 
 def conversations(count: int, seed: int = 0) -> list[list[dict]]:
@@ -53,8 +94,18 @@ def conversations(count: int, seed: int = 0) -> list[list[dict]]:
     for i in range(count):
         messages = [{"role": "system", "content": "You are a careful assistant."}] if i % 2 else []
         for _ in range(rng.randint(2, 5)):
-            messages.append({"role": "user", "content": " ".join(rng.choices(WORDS, k=rng.randint(4, 30))) + "?"})
-            messages.append({"role": "assistant", "content": " ".join(rng.choices(WORDS, k=rng.randint(5, 60))) + "."})
+            messages.append(
+                {
+                    "role": "user",
+                    "content": " ".join(rng.choices(WORDS, k=rng.randint(4, 30))) + "?",
+                }
+            )
+            messages.append(
+                {
+                    "role": "assistant",
+                    "content": " ".join(rng.choices(WORDS, k=rng.randint(5, 60))) + ".",
+                }
+            )
         items.append(messages)
     return items
 
@@ -67,7 +118,9 @@ def baseline_render_chat(tokenizer, messages, index):
     for turn, message in enumerate(messages):
         if message["role"] != "assistant":
             continue
-        prompt = tokenizer.apply_chat_template(messages[:turn], tokenize=False, add_generation_prompt=True)
+        prompt = tokenizer.apply_chat_template(
+            messages[:turn], tokenize=False, add_generation_prompt=True
+        )
         full = tokenizer.apply_chat_template(messages[: turn + 1], tokenize=False)
         if not prompt.startswith(done) or not full.startswith(prompt):
             raise ValueError(f"row {index}: the chat template renders earlier turns differently")
@@ -117,11 +170,11 @@ def generated_recipe(folder: Path, count: int):
         "hardware": {"gpus": 1, "vram_per_gpu": "24GB", "gpu_type": "rtx_4090"},
     }
     (folder / "spec.yaml").write_text(yaml.safe_dump(spec))
-    try:
-        cli(["generate", str(folder / "spec.yaml"), "-o", str(folder / "run")], standalone_mode=False)
-    except SystemExit as stop:
-        if stop.code:
-            raise
+    with contextlib.redirect_stdout(sys.stderr):  # stdout is for the figures
+        cli(
+            ["generate", str(folder / "spec.yaml"), "-o", str(folder / "run")],
+            standalone_mode=False,
+        )
     spec = importlib.util.spec_from_file_location("generated_train", folder / "run" / "train.py")
     recipe = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(recipe)
@@ -145,10 +198,12 @@ def timed(function, *args):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--conversations", type=int, default=100_000)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="2,000 conversations, 2 repetitions (CI)")
+    parser.add_argument("--quick", action="store_true", help="2,000 conversations, 2 repetitions")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if args.quick:
@@ -158,10 +213,14 @@ def main() -> None:
 
     datasets.disable_progress_bars()
     scratch = Path(tempfile.mkdtemp(prefix="tokenize-speed-"))
-    recipe, data = generated_recipe(scratch, args.conversations)
-    tokenizer = recipe.setup_tokenizer()
+    with contextlib.redirect_stdout(sys.stderr):
+        recipe, data = generated_recipe(scratch, args.conversations)
+        tokenizer = recipe.setup_tokenizer()
     rows = [json.loads(line) for line in data.read_text().splitlines()]
-    batch = {"messages": [row["messages"] for row in rows], recipe.ROW: list(range(1, len(rows) + 1))}
+    batch = {
+        "messages": [row["messages"] for row in rows],
+        recipe.ROW: list(range(1, len(rows) + 1)),
+    }
     table = Dataset.from_dict(batch)
     recipe.template_facts(tokenizer)  # probed once per process in both scripts' lifetime
 
@@ -178,7 +237,12 @@ def main() -> None:
         datasets.config.HF_DATASETS_CACHE = tempfile.mkdtemp(dir=scratch)  # an empty cache
         return recipe.encode_rows(tokenizer, table, "train")
 
-    times: dict[str, list[float]] = {"baseline": [], "builder": [], "datasets.map": [], "cached": []}
+    times: dict[str, list[float]] = {
+        "baseline": [],
+        "builder": [],
+        "datasets.map": [],
+        "cached": [],
+    }
     for _ in range(args.repeats):  # interleaved
         times["baseline"].append(timed(baseline, recipe, tokenizer, rows)[0])
         times["builder"].append(timed(builder, recipe, tokenizer, batch)[0])

@@ -85,7 +85,9 @@ def test_each_family_learns_assistant_text_and_its_end_of_turn(tmp_path, tiny_mo
     assert recipe.PROMPT_FORMAT == "chat_template"
     tokenizer, _ = check_family_labels(recipe, family, items)
     assert recipe.template_facts(tokenizer)["system"] == family.system
-    train, evaluation = recipe.build_datasets(tokenizer, *recipe.load_rows())  # the stop guard passes
+    train, evaluation = recipe.build_datasets(
+        tokenizer, *recipe.load_rows()
+    )  # the stop guard passes
     assert len(train) + len(evaluation) == len(items)
     stop = recipe.end_of_turn_ids(tokenizer)
     assert tokenizer.convert_tokens_to_ids(family.closing) in stop
@@ -306,7 +308,9 @@ def test_plan_says_when_a_local_template_has_no_system_role(tmp_path, tiny_model
     assert f"dataset.system_message: {policy}" in warning
     config = (generate(spec, tmp_path / "run") / "config.yaml").read_text()
     assert f'system_message: "{policy}"' in config
-    plain = write_spec(tmp_path, tiny_models("llama", family="llama3"), data, task_type="chat", format="chatml")
+    plain = write_spec(
+        tmp_path, tiny_models("llama", family="llama3"), data, task_type="chat", format="chatml"
+    )
     warnings = json.loads(run_cli("plan", plain, "--json").stdout)["plan"]["warnings"]
     assert not any("system role" in w for w in warnings)
 
@@ -377,7 +381,10 @@ def tool_conversations() -> list[list[dict]]:
     """Agent traces: a turn that only calls a tool (content None or ""), the tool's result, the
     answer. Two tools with different argument names: read by Arrow, each call's arguments get
     the other's keys as nulls, which train.py must drop to render what inference renders."""
-    calls = [("get_weather", {"city": "Paris"}, "18 C and sunny"), ("search", {"query": "cats"}, "3 hits")]
+    calls = [
+        ("get_weather", {"city": "Paris"}, "18 C and sunny"),
+        ("search", {"query": "cats"}, "3 hits"),
+    ]
     items = []
     for i in range(6):
         name, arguments, result = calls[i % 2]
@@ -387,7 +394,9 @@ def tool_conversations() -> list[list[dict]]:
             {
                 "role": "assistant",
                 "content": None if i % 3 else "",
-                "tool_calls": [{"type": "function", "function": {"name": name, "arguments": arguments}}],
+                "tool_calls": [
+                    {"type": "function", "function": {"name": name, "arguments": arguments}}
+                ],
             },
             {"role": "tool", "content": result},
             {"role": "assistant", "content": f"answer {i} is ready"},
@@ -446,6 +455,8 @@ def test_a_template_without_tool_calls_learns_only_the_answers(tmp_path, tiny_mo
         tmp_path, tiny_models("llama", family="chatml"), data, task_type="chat", format="chatml"
     )
     tokenizer = recipe.setup_tokenizer()
-    for record, messages in zip(recipe.check_data_records(tokenizer, recipe.load_file_rows()), items):
+    for record, messages in zip(
+        recipe.check_data_records(tokenizer, recipe.load_file_rows()), items
+    ):
         (learned,) = record["learned"]
         assert learned.rstrip() == messages[-1]["content"] + "<|im_end|>"

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from chat_templates import FAMILIES, system_merged
 from conftest import run_cli
 from smoke import write_spec
@@ -32,7 +31,9 @@ def test_real_lengths_learned_share_and_truncation_come_from_the_label_builder(
     items = conversations(12)
     data = write_conversations(tmp_path / "chat.jsonl", items)
     model = tiny_models("llama", family=name)
-    spec = write_spec(tmp_path, model, data, task_type="chat", format="chatml", max_seq_length=limit)
+    spec = write_spec(
+        tmp_path, model, data, task_type="chat", format="chatml", max_seq_length=limit
+    )
     result = check_data(spec, "--json")
     assert result.returncode == 0, result.stderr[-3000:]
     examples = json.loads(result.stdout)["training_examples"]

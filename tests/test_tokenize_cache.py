@@ -14,7 +14,6 @@ import subprocess
 import sys
 
 import pytest
-
 from chat_templates import FAMILIES
 from smoke import generate, write_spec
 from test_chat_templates import conversations, write_conversations
