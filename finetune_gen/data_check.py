@@ -352,6 +352,9 @@ def _role_order_problem(roles: list[str]) -> str | None:
             return f"turn {number}: a system turn after the conversation started"
     talk = [r for r in roles if r != "system"]
     for number, (before, now) in enumerate(pairwise(talk), 1):
+        if now == "tool" and before not in ("assistant", "tool"):
+            offset = len(roles) - len(talk)
+            return f"turn {number + offset}: a tool result that no assistant turn called for (roles out of order)"
         if before == now and now != "tool":  # parallel tool calls return several results
             offset = len(roles) - len(talk)
             return f"turn {number + offset}: two {now} turns in a row (roles out of order)"

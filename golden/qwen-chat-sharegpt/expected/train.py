@@ -435,6 +435,7 @@ def tokenized_key(rows, tokenizer, name):
     specials = json.dumps(
         {k: str(v) for k, v in tokenizer.special_tokens_map.items()}, sort_keys=True
     )
+    settings = f"{tokenizer.chat_template}|{type(tokenizer).__name__}|{ADD_BOS}"
     digest = hashlib.sha256()
     for part in (
         rows._fingerprint,
@@ -442,13 +443,9 @@ def tokenized_key(rows, tokenizer, name):
         Path(script).read_text(encoding="utf-8"),
         vocabulary,
         specials,
+        settings,
     ):
-        digest.update(part.encode("utf-8") + b"\0")
-    digest.update(
-        f"{tokenizer.chat_template}|{type(tokenizer).__name__}|{ADD_BOS}".encode(
-            "utf-8"
-        )
-    )
+        digest.update(part.encode() + b"\0")
     return digest.hexdigest()[:16]
 
 
