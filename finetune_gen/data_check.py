@@ -25,6 +25,7 @@ Thresholds (documented in the README, reported in the JSON under ``thresholds``)
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import re
 import unicodedata
@@ -79,7 +80,7 @@ SHAREGPT_ROLES = {
     "gpt": "assistant",
     "assistant": "assistant",
 }
-CHATML_ROLES = ("system", "user", "assistant")
+CHATML_ROLES = ("system", "user", "assistant", "tool")  # as train.py reads them
 _NAN_STRINGS = {"nan", "-nan", "inf", "-inf", "+inf", "infinity", "-infinity", "+infinity"}
 
 
@@ -304,6 +305,23 @@ class _RowChecker:
                     name,
                 )
                 return
+            calls = turn.get("tool_calls") if role == "assistant" and not sharegpt else None
+            if (
+                calls
+                and isinstance(calls, list)
+                and not (isinstance(content, str) and content.strip())
+            ):
+                # A turn that only calls tools: what is learned is the rendered calls.
+                if content is not None and not isinstance(content, str):
+                    problem(
+                        "mistyped_field",
+                        f"{where}: {content_key!r} must be a string or null, got {_typename(content)}",
+                        name,
+                    )
+                    return
+                roles.append(role)
+                example.learned.append(json.dumps(calls, ensure_ascii=False, default=str))
+                continue
             if not isinstance(content, str) or isinstance(content, OversizedNumber):
                 problem(
                     "mistyped_field",
@@ -334,7 +352,10 @@ def _role_order_problem(roles: list[str]) -> str | None:
             return f"turn {number}: a system turn after the conversation started"
     talk = [r for r in roles if r != "system"]
     for number, (before, now) in enumerate(pairwise(talk), 1):
-        if before == now:
+        if now == "tool" and before not in ("assistant", "tool"):
+            offset = len(roles) - len(talk)
+            return f"turn {number + offset}: a tool result that no assistant turn called for (roles out of order)"
+        if before == now and now != "tool":  # parallel tool calls return several results
             offset = len(roles) - len(talk)
             return f"turn {number + offset}: two {now} turns in a row (roles out of order)"
     if talk and talk[0] == "assistant":

@@ -11,7 +11,7 @@ import click
 
 from .data_check import MIN_PER_CLASS, NEAR_DUP_THRESHOLD
 from .data_stats import resolve_columns
-from .errors import SpecError
+from .errors import FinetuneGenError, SpecError
 from .tasks import TASKS
 
 SPEC_SUFFIXES = (".yaml", ".yml", ".json")
@@ -95,6 +95,7 @@ def check_data_command(
     from .data_report import has_tokenizer, problem_lines, run_check, summary_table
 
     is_data = data_format is not None or source.suffix.lower() in (".jsonl", ".csv", ".parquet")
+    model_path, model_local = "", False
     if is_data:
         if data_format is None:
             raise SpecError(
@@ -139,10 +140,9 @@ def check_data_command(
         # Each class should be able to appear in the evaluation split.
         eval_minimum = math.ceil(1 / spec.dataset.eval_split) if spec.dataset.eval_split > 0 else 0
         minimum = min_per_class or max(MIN_PER_CLASS, eval_minimum)
-        if tokenizer_dir is None:
-            model_path, model_local = _localize(spec.base_model, spec_dir, is_dataset=False)
-            if model_local and has_tokenizer(model_path):
-                tokenizer_dir = Path(model_path)
+        model_path, model_local = _localize(spec.base_model, spec_dir, is_dataset=False)
+        if tokenizer_dir is None and model_local and has_tokenizer(model_path):
+            tokenizer_dir = Path(model_path)
     _check_roles(task, data_format, columns)
     report, checker = run_check(
         data_path,
@@ -159,6 +159,14 @@ def check_data_command(
         raise SpecError(f"{shown}: no rows")
     if not is_data:
         report["splits"] = _splits(spec, report["rows"])
+    label_problems: list[str] = []
+    if (
+        not is_data
+        and task in ("instruction", "chat")
+        and model_local
+        and has_tokenizer(model_path)
+    ):
+        report["training_examples"], label_problems = _training_examples(source, spec)
     cleaned: dict[str, Any] | None = None
     if clean_out is not None:
         from .data_clean import write_clean
@@ -200,10 +208,45 @@ def check_data_command(
                 f"wrote {one_line(cleaned['output'])}: {cleaned['rows_out']} of {cleaned['rows_in']} rows "
                 f"({cleaned['dropped']['count']} dropped, why in {cleaned['report']})"
             )
+        if "training_examples" in report:
+            from .label_check import label_lines
+
+            examples = report["training_examples"]
+            lines = (
+                [f"training examples: not built: {examples['error']}"]
+                if "error" in examples
+                else label_lines(examples)
+            )
+            for line in lines:
+                click.echo(line)
     if report["problems"]["count"] and cleaned is None:
         raise SpecError(
             f"{shown}: {report['problems']['rows']} of {report['rows']} rows do not match format {data_format!r}",
             problems=problem_lines(report),
         )
+    if label_problems and cleaned is None:
+        raise SpecError(
+            f"{shown}: train.py would stop on these rows (its own label builder, run on the data)",
+            problems=label_problems,
+        )
     if not report["problems"]["count"] and not as_json:
         click.echo("format: ok")
+
+
+def _training_examples(source: Path, spec: Any) -> tuple[dict[str, Any], list[str]]:
+    """The generated train.py's label builder on the data (the model folder is local), and
+    what in it would stop training; {"error": ...} when it cannot run (the reason why)."""
+    try:
+        from .label_check import label_problems, label_report
+
+        report = label_report(source)
+    except FinetuneGenError as error:  # the spec does not plan (nothing fits, ...)
+        return {"error": str(error).splitlines()[0]}, []
+    except ImportError as error:
+        return {
+            "error": f"needs the training stack (pip install 'finetune-gen[train]'): {error}"
+        }, []
+    except SystemExit as stop:  # train.py's own refusal (a template that renders nothing, ...)
+        message = str(stop.code)
+        return {"error": message}, [message]
+    return report, label_problems(report, spec.dataset.skip_bad_rows)

@@ -6,7 +6,8 @@ user turn, left out, refused), earlier turns rewritten (Qwen3's think block on t
 only), EOS after the conversation (Phi-3), a generation prompt the rendered turn lacks
 (DeepSeek-R1 distills), and the tokenizer kind: byte-level BPE or SentencePiece-style
 Metaspace BPE with byte fallback. The texts follow the published templates of each family
-(simplified where they handle tools), so the structures are the real ones.
+(simplified where they handle tools; Qwen 2.5 and Llama 3.1 keep their tool-call
+structure), so the structures are the real ones.
 """
 
 from __future__ import annotations
@@ -62,9 +63,39 @@ QWEN25 = r"""{%- if messages[0]['role'] == 'system' %}{{- '<|im_start|>system\n'
 {%- for message in messages %}
     {%- if (message.role == "user") or (message.role == "system" and not loop.first) or (message.role == "assistant" and not message.tool_calls) %}{{- '<|im_start|>' + message.role + '\n' + message.content + '<|im_end|>' + '\n' }}
     {%- elif message.role == "assistant" %}{{- '<|im_start|>' + message.role }}{%- if message.content %}{{- '\n' + message.content }}{%- endif %}{%- for tool_call in message.tool_calls %}{%- if tool_call.function is defined %}{%- set tool_call = tool_call.function %}{%- endif %}{{- '\n<tool_call>\n{"name": "' }}{{- tool_call.name }}{{- '", "arguments": ' }}{{- tool_call.arguments | tojson }}{{- '}\n</tool_call>' }}{%- endfor %}{{- '<|im_end|>\n' }}
+    {%- elif message.role == "tool" %}
+        {%- if (loop.index0 == 0) or (messages[loop.index0 - 1].role != "tool") %}{{- '<|im_start|>user' }}{%- endif %}
+        {{- '\n<tool_response>\n' }}{{- message.content }}{{- '\n</tool_response>' }}
+        {%- if loop.last or (messages[loop.index0 + 1].role != "tool") %}{{- '<|im_end|>\n' }}{%- endif %}
     {%- endif %}
 {%- endfor %}
 {%- if add_generation_prompt %}{{- '<|im_start|>assistant\n' }}{%- endif %}"""
+
+# Llama 3.1 with its tool calling: a turn that calls a tool shows the call as JSON and not the
+# message's text; tool results come back under the ipython role, JSON-encoded.
+LLAMA31 = r"""{{- bos_token }}
+{%- if not tools is defined %}{%- set tools = none %}{%- endif %}
+{%- if messages[0]['role'] == 'system' %}{%- set system_message = messages[0]['content']|trim %}{%- set messages = messages[1:] %}{%- else %}{%- set system_message = "" %}{%- endif %}
+{{- "<|start_header_id|>system<|end_header_id|>\n\n" }}
+{%- if tools is not none %}{{- "Environment: ipython\n" }}{%- endif %}
+{{- "Cutting Knowledge Date: December 2023\n" }}{{- "Today Date: 26 Jul 2024\n\n" }}
+{{- system_message }}{{- "<|eot_id|>" }}
+{%- for message in messages %}
+    {%- if not (message.role == 'ipython' or message.role == 'tool' or 'tool_calls' in message) %}
+        {{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + '<|eot_id|>' }}
+    {%- elif 'tool_calls' in message %}
+        {%- if not message.tool_calls|length == 1 %}{{- raise_exception("This model only supports single tool-calls at once!") }}{%- endif %}
+        {%- set tool_call = message.tool_calls[0].function %}
+        {{- '<|start_header_id|>assistant<|end_header_id|>\n\n' -}}
+        {{- '{"name": "' + tool_call.name + '", ' }}{{- '"parameters": ' }}{{- tool_call.arguments | tojson }}{{- "}" }}
+        {{- "<|eot_id|>" }}
+    {%- elif message.role == "tool" or message.role == "ipython" %}
+        {{- "<|start_header_id|>ipython<|end_header_id|>\n\n" }}
+        {%- if message.content is mapping or message.content is iterable %}{{- message.content | tojson }}{%- else %}{{- message.content }}{%- endif %}
+        {{- "<|eot_id|>" }}
+    {%- endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{%- endif %}"""
 
 # Qwen3: every assistant turn after the last user message gets a think block (empty unless
 # the message has reasoning_content); earlier turns lose theirs.
@@ -160,6 +191,16 @@ FAMILIES: dict[str, Family] = {
         bos="<|begin_of_text|>",
         add_bos=True,
         specials=("<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"),
+    ),
+    "llama3.1": Family(
+        LLAMA31,
+        "bpe",
+        eos="<|eot_id|>",
+        closing="<|eot_id|>",
+        bos="<|begin_of_text|>",
+        add_bos=True,
+        specials=("<|start_header_id|>", "<|end_header_id|>", "<|eom_id|>", "<|end_of_text|>"),
+        extra_keys=("tool_calls",),
     ),
     "llama2": Family(LLAMA2, "spm", closing="</s>", **SPM),
     "mistral-v0.1": Family(MISTRAL_V01, "spm", closing="</s>", system="refused", **SPM),

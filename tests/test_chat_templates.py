@@ -85,7 +85,9 @@ def test_each_family_learns_assistant_text_and_its_end_of_turn(tmp_path, tiny_mo
     assert recipe.PROMPT_FORMAT == "chat_template"
     tokenizer, _ = check_family_labels(recipe, family, items)
     assert recipe.template_facts(tokenizer)["system"] == family.system
-    train, evaluation = recipe.build_datasets(tokenizer, *recipe.load_rows())  # the stop guard passes
+    train, evaluation = recipe.build_datasets(
+        tokenizer, *recipe.load_rows()
+    )  # the stop guard passes
     assert len(train) + len(evaluation) == len(items)
     stop = recipe.end_of_turn_ids(tokenizer)
     assert tokenizer.convert_tokens_to_ids(family.closing) in stop
@@ -306,7 +308,9 @@ def test_plan_says_when_a_local_template_has_no_system_role(tmp_path, tiny_model
     assert f"dataset.system_message: {policy}" in warning
     config = (generate(spec, tmp_path / "run") / "config.yaml").read_text()
     assert f'system_message: "{policy}"' in config
-    plain = write_spec(tmp_path, tiny_models("llama", family="llama3"), data, task_type="chat", format="chatml")
+    plain = write_spec(
+        tmp_path, tiny_models("llama", family="llama3"), data, task_type="chat", format="chatml"
+    )
     warnings = json.loads(run_cli("plan", plain, "--json").stdout)["plan"]["warnings"]
     assert not any("system role" in w for w in warnings)
 
@@ -371,3 +375,88 @@ def test_property_learned_text_is_the_assistant_contents_plus_end_of_turn(
             assert " ".join(text.split()) == " ".join(reply.split())
 
     check()
+
+
+def tool_conversations() -> list[list[dict]]:
+    """Agent traces: a turn that only calls a tool (content None or ""), the tool's result, the
+    answer. Two tools with different argument names: read by Arrow, each call's arguments get
+    the other's keys as nulls, which train.py must drop to render what inference renders."""
+    calls = [
+        ("get_weather", {"city": "Paris"}, "18 C and sunny"),
+        ("search", {"query": "cats"}, "3 hits"),
+    ]
+    items = []
+    for i in range(6):
+        name, arguments, result = calls[i % 2]
+        messages = [{"role": "system", "content": "You call tools."}] if i % 2 else []
+        messages += [
+            {"role": "user", "content": f"question {i} about {next(iter(arguments.values()))}"},
+            {
+                "role": "assistant",
+                "content": None if i % 3 else "",
+                "tool_calls": [
+                    {"type": "function", "function": {"name": name, "arguments": arguments}}
+                ],
+            },
+            {"role": "tool", "content": result},
+            {"role": "assistant", "content": f"answer {i} is ready"},
+        ]
+        items.append(messages)
+    return items
+
+
+def for_template(messages):
+    """The messages as train.py gives them to the template (None content of a call is "")."""
+    return [{**m, "content": m["content"] or ""} for m in messages]
+
+
+@pytest.mark.parametrize("name", ["qwen2.5", "llama3.1"])
+def test_a_turn_that_only_calls_a_tool_is_learned(tmp_path, tiny_models, name):
+    """The learned text of a tool-call turn is what the model must write after the assistant
+    header: the rendered call and the end-of-turn token; the tool's result is context."""
+    family = FAMILIES[name]
+    items = tool_conversations()
+    data = write_conversations(tmp_path / "tools.jsonl", items)
+    recipe = load_recipe(
+        tmp_path, tiny_models("llama", family=name), data, task_type="chat", format="chatml"
+    )
+    tokenizer = recipe.setup_tokenizer()
+    records = recipe.check_data_records(tokenizer, recipe.load_file_rows())
+    for record, messages in zip(records, items):
+        assert "error" not in record, record
+        conversation = for_template(messages)
+        expected = tokenizer.apply_chat_template(conversation, tokenize=True)["input_ids"]
+        assert record["input_ids"] == expected, f"row {record['row']}: ids differ from inference"
+        call = len(conversation) - 3  # the tool-calling turn
+        prompt = tokenizer.apply_chat_template(
+            conversation[:call], tokenize=False, add_generation_prompt=True
+        )
+        with_call = tokenizer.apply_chat_template(conversation[: call + 1], tokenize=False)
+        assert with_call.startswith(prompt)
+        rendered_call = with_call[len(prompt) :]
+        rendered_call = rendered_call[: rendered_call.index(family.closing) + len(family.closing)]
+        assert messages[call]["tool_calls"][0]["function"]["name"] in rendered_call
+        first, second = record["learned"]
+        assert first.strip() == rendered_call.strip()
+        assert second.rstrip().endswith(family.closing)
+        assert second.rstrip()[: -len(family.closing)].strip() == conversation[-1]["content"]
+        result = conversation[-2]["content"]
+        assert all(result not in text for text in record["learned"])  # the tool's words are context
+    train, evaluation = recipe.build_datasets(tokenizer, *recipe.load_rows())
+    assert len(train) + len(evaluation) == len(items)
+
+
+def test_a_template_without_tool_calls_learns_only_the_answers(tmp_path, tiny_models):
+    """ChatML does not render tool calls: the empty calling turn teaches nothing (it would
+    teach the model to end a turn without a word), the answers are still learned."""
+    items = tool_conversations()
+    data = write_conversations(tmp_path / "tools.jsonl", items)
+    recipe = load_recipe(
+        tmp_path, tiny_models("llama", family="chatml"), data, task_type="chat", format="chatml"
+    )
+    tokenizer = recipe.setup_tokenizer()
+    for record, messages in zip(
+        recipe.check_data_records(tokenizer, recipe.load_file_rows()), items
+    ):
+        (learned,) = record["learned"]
+        assert learned.rstrip() == messages[-1]["content"] + "<|im_end|>"

@@ -29,6 +29,7 @@ import collections
 import contextlib
 import dataclasses
 import gc
+import hashlib
 import importlib.util
 import json
 import math
@@ -406,13 +407,92 @@ def check_data(args):
 
 
 def tokenizing_processes(rows):
-    """Processes for datasets.map: one per CPU core, one per 5,000 rows at most (1 on small data)."""
+    """Processes for datasets.map: one per CPU core, one per 5,000 rows and 32 at most (1 on
+    small data: starting a process costs more than it saves; beyond 32 the writer dominates).
+    """
     cores = (
         len(os.sched_getaffinity(0))
         if hasattr(os, "sched_getaffinity")
         else os.cpu_count() or 1
     )
-    return max(1, min(cores, len(rows) // 5000))
+    return max(1, min(cores, 32, len(rows) // 5000))
+
+
+def tokenize_rows(rows, function, tokenizer, name, **options):
+    """rows.map(function, batched=True) in parallel on large data, cached under a key that is
+    the same in every process and run for the same rows, script and tokenizer.
+
+    datasets' own cache key hashes the function, which differs between processes, so no run
+    could reuse another's work. Under a distributed launch the processes of a node take turns
+    (a file lock): the first tokenizes and writes the cache, the others read it. A lock, not
+    a process-group barrier, because no group exists before the Trainer and a barrier would
+    time out (30 min) on large data.
+    """
+    key = tokenized_key(rows, tokenizer, name)
+    cache = None
+    # Rows held in memory (read with the json module): map caches only when told where.
+    if key is not None and not rows.cache_files:
+        cache = os.path.join(datasets_cache_dir(), f"tokenized-{key}.arrow")
+    processes = tokenizing_processes(rows)
+    with one_process_at_a_time(key):
+        return rows.map(
+            function,
+            fn_kwargs={"tokenizer": tokenizer},
+            batched=True,
+            num_proc=processes if processes > 1 else None,
+            remove_columns=rows.column_names,
+            new_fingerprint=key,
+            cache_file_name=cache,
+            desc=f"tokenizing the {name} split",
+            **options,
+        )
+
+
+def tokenized_key(rows, tokenizer, name):
+    """A cache key from the rows' fingerprint, this script's text (its label code and
+    settings), the tokenizer (vocabulary, added tokens, chat template) and ADD_BOS; None
+    (datasets' own key) when the script's file cannot be read."""
+    script = globals().get("__file__")
+    if not script or not os.path.isfile(script):
+        return None
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    vocabulary = (
+        backend.to_str()
+        if backend is not None
+        else json.dumps(tokenizer.get_vocab(), sort_keys=True)
+    )
+    specials = json.dumps(
+        {k: str(v) for k, v in tokenizer.special_tokens_map.items()}, sort_keys=True
+    )
+    settings = f"{tokenizer.chat_template}|{type(tokenizer).__name__}|{ADD_BOS}"
+    digest = hashlib.sha256()
+    for part in (
+        rows._fingerprint,
+        name,
+        Path(script).read_text(encoding="utf-8"),
+        vocabulary,
+        specials,
+        settings,
+    ):
+        digest.update(part.encode() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def datasets_cache_dir():
+    import datasets
+
+    folder = os.path.join(datasets.config.HF_DATASETS_CACHE, "finetune_gen")
+    os.makedirs(folder, exist_ok=True)
+    return folder
+
+
+def one_process_at_a_time(key):
+    """A lock shared by this node's processes under a distributed launch; nothing otherwise."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or key is None:
+        return contextlib.nullcontext()
+    from filelock import FileLock
+
+    return FileLock(os.path.join(datasets_cache_dir(), f"tokenized-{key}.lock"))
 
 
 SHAREGPT_ROLES = {
@@ -523,8 +603,22 @@ def template_facts(tokenizer):
             "system": system,
             "closing": closing,
             "generation_marks": marks,
+            "generation_prompt": generation_prompt(tokenizer, turns[:1]),
         }
     return _TEMPLATE_FACTS[key]
+
+
+def generation_prompt(tokenizer, prompt):
+    """What the template writes after a prompt for the model to continue from (the assistant
+    header: "<|im_start|>assistant\n"), or "" when it cannot be told apart."""
+    try:
+        bare = tokenizer.apply_chat_template(prompt, tokenize=False)
+        asking = tokenizer.apply_chat_template(
+            prompt, tokenize=False, add_generation_prompt=True
+        )
+    except TEMPLATE_ERRORS:
+        return ""
+    return asking[len(bare) :] if asking.startswith(bare) else ""
 
 
 def closing_token(tokenizer, tail):
@@ -610,13 +704,19 @@ def assistant_spans(tokenizer, text, messages, index):
     located, cursor = [], 0  # (role, start, end, message number), in order
     for number, message in enumerate(messages):
         content = message.get("content")
-        if (
-            message["role"] == "system"
-            or not isinstance(content, str)
-            or not content.strip()
-        ):
+        calls = message.get("tool_calls") if message["role"] == "assistant" else None
+        if message["role"] == "system" or not isinstance(content, str):
             continue
-        found = occurrences(text, content, cursor)
+        found = occurrences(text, content, cursor) if content.strip() else []
+        # A turn that calls tools (Llama 3.1 leaves its text out): the rendered calls are learned.
+        if not found and calls:
+            span = tool_call_span(tokenizer, text, calls, cursor, closing)
+            if span is not None:
+                located.append(("assistant", *span))
+                cursor = span[1]
+                continue
+        if not content.strip():
+            continue
         if not found:
             if message["role"] == "assistant":
                 raise DataFormatError(
@@ -648,6 +748,34 @@ def assistant_spans(tokenizer, text, messages, index):
             )
             spans.append((start, end, limit))
     return spans
+
+
+def tool_call_span(tokenizer, text, calls, cursor, closing):
+    """(start, end) of an assistant turn's rendered tool calls: from the end of the assistant
+    header (the generation prompt: what the model continues from at inference) to the last
+    called function's name; the end-of-turn token after it is found by labels_from_spans.
+    None when the template does not show the calls (nothing of that turn is learned)."""
+    header = template_facts(tokenizer)["generation_prompt"]
+    # Some generation prompts open more than the rendered turn has (DeepSeek-R1's "<think>\n"):
+    # fall back to the header up to its end-of-header line.
+    for candidate in dict.fromkeys([header, header.rstrip(), header.split("\n")[0]]):
+        position = text.find(candidate, cursor) if candidate.strip() else -1
+        if position >= 0:
+            start = position + len(candidate)
+            break
+    else:
+        return None
+    ends = [text.find(token, start) for token in closing]
+    turn_end = min([end for end in ends if end >= 0], default=len(text))
+    end = start
+    for call in calls:
+        function = call.get("function", call) if isinstance(call, dict) else None
+        name = function.get("name") if isinstance(function, dict) else None
+        found = text.find(name, end, turn_end) if isinstance(name, str) and name else -1
+        if found < 0:
+            return None
+        end = found + len(name)
+    return start, end
 
 
 def decoded_closing(tokenizer):
@@ -794,11 +922,14 @@ def encode_batch(batch, tokenizer):
         "problem": problems,
         "truncated": [],
         "unclosed": [],
+        "length": [],
     }
     for row, (ids, labels, unclosed) in zip(
         rows, tokenize_rendered(tokenizer, rendered)
     ):
         out[ROW].append(row[ROW])
+        # The length before truncation (finetune-gen check-data reports it).
+        out["length"].append(len(ids))
         out["input_ids"].append(ids[:MAX_SEQ_LENGTH])
         out["labels"].append(labels[:MAX_SEQ_LENGTH])
         out["truncated"].append(any(label != -100 for label in labels[MAX_SEQ_LENGTH:]))
@@ -813,17 +944,9 @@ def encode_batch(batch, tokenizer):
 
 def encode_rows(tokenizer, rows, name):
     """Tokenize a split with datasets.map: batched, one process per core on large data, cached
-    by the dataset's fingerprint. Rows that fail keep their problem in a column."""
-    processes = tokenizing_processes(rows)
-    return rows.map(
-        encode_batch,
-        fn_kwargs={"tokenizer": tokenizer},
-        batched=True,
-        batch_size=256,
-        num_proc=processes if processes > 1 else None,
-        remove_columns=rows.column_names,
-        desc=f"tokenizing the {name} split",
-    )
+    (under a distributed launch one process tokenizes, the others read its cache). Rows that
+    fail keep their problem in a column."""
+    return tokenize_rows(rows, encode_batch, tokenizer, name, batch_size=256)
 
 
 def bad_encoded_rows(*splits):
@@ -877,7 +1000,7 @@ def finish_split(tokenizer, encoded, name):
             "tokens; raise training_config.max_seq_length (or MAX_SEQ_LENGTH here)"
         )
     encoded = encoded.select(keep) if len(keep) < len(encoded) else encoded
-    return encoded.remove_columns([ROW, "problem", "truncated", "unclosed"])
+    return encoded.remove_columns([ROW, "problem", "truncated", "unclosed", "length"])
 
 
 def describe_template(tokenizer, rows):
