@@ -46,7 +46,7 @@ class Generated:
         }
 
 
-def _localize(value: str, spec_dir: Path, *, is_dataset: bool) -> tuple[str, bool]:
+def _localize(value: str, spec_dir: Path, *, is_dataset: bool, field: str | None = None) -> tuple[str, bool]:
     """(absolute path, True) when ``value`` names a local file or folder, else (value, False)."""
     expanded = Path(value).expanduser()
     candidate = expanded if expanded.is_absolute() else spec_dir / expanded
@@ -54,7 +54,7 @@ def _localize(value: str, spec_dir: Path, *, is_dataset: bool) -> tuple[str, boo
         return str(candidate.resolve()), True
     looks_local = value.startswith((".", "/", "~")) or (is_dataset and value.lower().endswith(DATA_SUFFIXES))
     if looks_local:
-        field = "dataset.path" if is_dataset else "base_model"
+        field = field or ("dataset.path" if is_dataset else "base_model")
         raise SpecError(f"{field}: {value} not found (a relative path is read from the spec file's folder)")
     return value, False
 
@@ -72,10 +72,21 @@ def plan_file(
     out = Path(out_dir) if out_dir is not None else Path.cwd()
     dataset_path, data_local = _localize(spec.dataset.path, spec_dir, is_dataset=True)
     model_path, model_local = _localize(spec.base_model, spec_dir, is_dataset=False)
+    # dataset.mix paths and dataset.report are read from the spec's folder too.
+    mixes = [
+        (mix, *_localize(mix.path, spec_dir, is_dataset=True, field=f"dataset.mix[{i}].path"))
+        for i, mix in enumerate(spec.dataset.mix or [])
+    ]
+    report = spec.dataset.report
+    if report is not None:
+        report = _localize(report, spec_dir, is_dataset=True, field="dataset.report")[0]
+    dataset_update: dict = {"path": dataset_path, "report": report}
+    if mixes:
+        dataset_update["mix"] = [mix.model_copy(update={"path": path}) for mix, path, _ in mixes]
     resolved: Spec = spec.model_copy(
         update={
             "base_model": model_path,
-            "dataset": spec.dataset.model_copy(update={"path": dataset_path}),
+            "dataset": spec.dataset.model_copy(update=dataset_update),
         }
     )
     planner = Planner(resolved, spec_name=spec_path.name, strict=strict)
@@ -85,7 +96,14 @@ def plan_file(
         update={
             "base_model": _relative(model_path, out) if model_local else plan.base_model,
             "dataset": plan.dataset.model_copy(
-                update={"path": _relative(dataset_path, out) if data_local else plan.dataset.path}
+                update={
+                    "path": _relative(dataset_path, out) if data_local else plan.dataset.path,
+                    "mix": [
+                        m.model_copy(update={"path": _relative(path, out) if local else m.path})
+                        for m, (_, path, local) in zip(plan.dataset.mix, mixes)
+                    ],
+                    "report": _relative(report, out) if plan.dataset.report and report else None,
+                }
             ),
         }
     )

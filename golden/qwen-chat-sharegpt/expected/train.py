@@ -197,20 +197,20 @@ class DataFormatError(ValueError):
     """A row that does not match the declared dataset format."""
 
 
-def read_dataset():
-    """The dataset's rows in file order: a local json/jsonl/csv/parquet file or a hub id.
+def read_dataset(name=DATASET_PATH):
+    """A dataset's rows in file order: a local json/jsonl/csv/parquet file or a hub id.
 
     JSON rows whose types Arrow cannot unify (a number where other rows have text, say) are
     read with the json module instead, so that each bad row can be named below.
     """
     builders = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
-    path = Path(local_or_hub(DATASET_PATH))
+    path = Path(local_or_hub(name))
     if not path.exists():
-        return load_dataset(DATASET_PATH, split="train")
+        return load_dataset(name, split="train")
     builder = builders.get(path.suffix.lower())
     if builder is None:
         raise SystemExit(
-            f"{DATASET_PATH}: unsupported file type; use .json, .jsonl, .csv or .parquet"
+            f"{name}: unsupported file type; use .json, .jsonl, .csv or .parquet"
         )
     rows_key = json_list_field(path) if path.suffix.lower() == ".json" else None
     options = {"field": rows_key} if rows_key else {}
@@ -222,11 +222,11 @@ def read_dataset():
         TypeError,
     ) as error:  # Arrow's errors included
         if builder != "json":
-            raise SystemExit(f"{DATASET_PATH}: cannot read the file: {error}") from None
-        return read_json_rows(path, rows_key)
+            raise SystemExit(f"{name}: cannot read the file: {error}") from None
+        return read_json_rows(path, rows_key, name)
 
 
-def read_json_rows(path, rows_key):
+def read_json_rows(path, rows_key, name=DATASET_PATH):
     """Rows of a .json/.jsonl file as Python objects (bad lines become errors naming them)."""
     if path.suffix.lower() == ".json":
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -241,7 +241,7 @@ def read_json_rows(path, rows_key):
                     rows.append(json.loads(line))
                 except ValueError as error:
                     raise SystemExit(
-                        f"{DATASET_PATH}: row {number}: not valid JSON ({error})"
+                        f"{name}: row {number}: not valid JSON ({error})"
                     ) from None
     return rows
 
@@ -295,15 +295,115 @@ def report_bad_rows(problems, total, what="row(s)"):
     )
 
 
-def load_rows():
-    """The checked rows, shuffled and split into training and evaluation rows."""
-    rows = load_file_rows().shuffle(seed=SEED)
-    n_eval = max(1, round(len(rows) * EVAL_SPLIT)) if EVAL_SPLIT > 0 else 0
-    n_train = min(len(rows) - n_eval, max(1, round(len(rows) * TRAIN_SPLIT)))
-    evaluation = (
-        rows.select(range(len(rows) - n_eval, len(rows))) if n_eval else rows.select([])
+# ---------------------------------------------------------------- splits, mixing, augmentation
+# The functions from SplitError to the next section comment are finetune_gen/data_split.py's
+# shared core, rendered here unchanged (those this plan uses): `finetune-gen check-data SPEC`
+# and the planner compute this script's split with the same code.
+
+TEST_SPLIT = 0.0  # held out as a test set: written out with the run, never trained on
+STRATIFY = False  # classification: every split keeps each class's share
+REMOVE_TEST_NEAR_DUPLICATES = False  # drop training rows near a test row
+NEAR_DUP_THRESHOLD = 0.4  # MinHash Jaccard over word 1-2-grams
+# Extra datasets sampled into training against forgetting: path, role -> field, weight or rows.
+MIX = []
+# Augmentation of the training rows (seeded): system prompts, prompt templates, oversampling.
+SYSTEM_PROMPTS = []
+INSTRUCTION_TEMPLATES = []
+OVERSAMPLE = False
+
+Splits = collections.namedtuple("Splits", "train eval test")
+
+
+class SplitError(ValueError):
+    """Split, mix or oversampling settings that do not fit the data."""
+
+
+def split_counts(n, train_split, eval_split, test_split=0.0):
+    """(train, eval, test) row counts of n rows: each split at least 1 row when its share is set."""
+    n_eval = max(1, round(n * eval_split)) if eval_split > 0 else 0
+    n_test = max(1, round(n * test_split)) if test_split > 0 else 0
+    n_train = min(n - n_eval, max(1, round(n * train_split)))
+    n_test = max(0, min(n_test, n - n_eval - n_train))
+    if n_train < 1 or (test_split > 0 and n_test < 1):
+        raise SplitError(
+            f"{n} rows are too few for train_split {train_split}, eval_split {eval_split}"
+            + (f", test_split {test_split}" if test_split else "")
+        )
+    return n_train, n_eval, n_test
+
+
+def split_indices(n, train_split, eval_split, test_split, seed):
+    """(train, eval, test) positions of n rows, each list in its seeded shuffled order."""
+    import numpy as np
+
+    n_train, n_eval, n_test = split_counts(n, train_split, eval_split, test_split)
+    order = [int(i) for i in np.random.default_rng(seed).permutation(n)]
+    return (
+        order[:n_train],
+        order[n - n_eval :] if n_eval else [],
+        order[n_train : n_train + n_test],
     )
-    return rows.select(range(n_train)), evaluation
+
+
+# ---------------------------------------------------------------- (end of the shared core)
+
+
+def load_splits():
+    """The checked rows split (seeded) into training, evaluation and test rows, then the training
+    rows prepared as planned: test near duplicates dropped, oversampled, mixed, augmented.
+    """
+    rows = load_file_rows()
+    try:
+        parts = split_indices(len(rows), TRAIN_SPLIT, EVAL_SPLIT, TEST_SPLIT, SEED)
+    except SplitError as error:
+        raise SystemExit(f"{DATASET_PATH}: {error}") from None
+    train, evaluation, test = (rows.select(part) for part in parts)
+    if TEST_SPLIT or STRATIFY:
+        print(
+            f"Split (seed {SEED}{', stratified by label' if STRATIFY else ''}): {len(train)} training, "
+            f"{len(evaluation)} evaluation and {len(test)} test rows"
+        )
+    # The promise of a test set, checked: none of its rows is trained on.
+    if len(test) and set(train[ROW]) & set(test[ROW]):
+        raise SystemExit("internal error: a test row is among the training rows")
+    return Splits(train, evaluation, test)
+
+
+def load_rows():
+    """The training and evaluation rows (load_splits() without the test rows)."""
+    splits = load_splits()
+    return splits.train, splits.eval
+
+
+def write_test_split(test, output_dir):
+    """The test rows beside the run: test_rows.jsonl (the rows as in the data) and
+    test_split.json (their 1-based row numbers and the seed), for eval.py and other tools.
+    """
+    folder = Path(output_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "test_rows.jsonl", "w", encoding="utf-8") as handle:
+        handle.writelines(
+            json.dumps(
+                {k: v for k, v in row.items() if k != ROW},
+                ensure_ascii=False,
+                default=str,
+            )
+            + "\n"
+            for row in test
+        )
+    split = {
+        "dataset": DATASET_PATH,
+        "seed": SEED,
+        "test_split": TEST_SPLIT,
+        "stratified": STRATIFY,
+        "rows": sorted(test[ROW]),
+    }
+    (folder / "test_split.json").write_text(
+        json.dumps(split, indent=2) + "\n", encoding="utf-8"
+    )
+    print(
+        f"Wrote the {len(test)} test rows (never trained on) to {folder / 'test_rows.jsonl'}"
+    )
 
 
 def json_list_field(path):
@@ -2261,7 +2361,9 @@ def train(args):
     with tempfile.TemporaryDirectory() as scratch:  # what will be saved for inference, checked now
         tokenizer.save_pretrained(scratch)
         check_saved_tokenizer(tokenizer, scratch)
-    train_rows, eval_rows = load_rows()
+    train_rows, eval_rows, test_rows = load_splits()
+    if len(test_rows) and int(os.environ.get("RANK", "0")) == 0:
+        write_test_split(test_rows, args.output_dir)
     train_set, eval_set = build_datasets(tokenizer, train_rows, eval_rows)
     show_example(tokenizer, train_set[0])
     print(f"{len(train_set)} training and {len(eval_set)} evaluation examples")
