@@ -159,6 +159,9 @@ def check_data_command(
         min_per_class=minimum,
     )
     report["path"] = shown
+    # What dataset.report matches a training file by (finetune_gen/data_prep_plan.py).
+    report["data_file"] = str(Path(data_path).resolve())
+    report["data_bytes"] = Path(data_path).stat().st_size if Path(data_path).is_file() else None
     if report["rows"] == 0:
         raise SpecError(f"{shown}: no rows")
     if not is_data:

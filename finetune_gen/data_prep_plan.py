@@ -65,8 +65,8 @@ def mix_plans(
         if mix.format != dataset.format:
             raise SpecError(
                 f"{where}.format: {mix.format.value!r} differs from dataset.format "
-                f"{dataset.format.value!r}; train.py encodes one format (convert the file, or map its "
-                "fields with format custom and `columns`)"
+                f"{dataset.format.value!r}; train.py encodes one format: convert the file to "
+                f"{dataset.format.value} (its fields may have other names: map them with `columns`)"
             )
         columns = resolve_columns(task_type, mix.format.value, mix.columns or dataset.columns)
         missing = sorted(set(main_columns) - set(columns))
