@@ -33,6 +33,10 @@ def check_preparation(dataset: Any, task_type: str, columns: dict[str, str]) -> 
         raise SpecError("dataset.augment.oversample: needs task_type classification (classes to balance)")
     if augment.system_prompts and task_type not in ("instruction", "chat"):
         raise SpecError("dataset.augment.system_prompts: needs task_type instruction or chat")
+    if augment.paraphrase_model and not augment.paraphrase:
+        raise SpecError("dataset.augment.paraphrase_model: set dataset.augment.paraphrase: true to write augment.py")
+    if augment.paraphrase and (task_type not in ("instruction", "chat") or not ({"prompt", "messages"} & set(columns))):
+        raise SpecError("dataset.augment.paraphrase: needs an instruction or chat task (prompts to paraphrase)")
     if augment.instruction_templates and (task_type not in ("instruction", "chat") or "prompt" not in columns):
         raise SpecError(
             "dataset.augment.instruction_templates: needs an instruction or chat task with a prompt "
@@ -48,6 +52,8 @@ def augment_plan(dataset: Any) -> AugmentPlan:
         system_prompts=list(augment.system_prompts or []),
         instruction_templates=list(augment.instruction_templates or []),
         oversample=augment.oversample,
+        paraphrase=augment.paraphrase,
+        paraphrase_model=augment.paraphrase_model,
     )
 
 

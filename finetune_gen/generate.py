@@ -81,6 +81,13 @@ def plan_file(
     if report is not None:
         report = _localize(report, spec_dir, is_dataset=True, field="dataset.report")[0]
     dataset_update: dict = {"path": dataset_path, "report": report}
+    augment = spec.dataset.augment
+    paraphraser = (None, False)
+    if augment is not None and augment.paraphrase_model:
+        paraphraser = _localize(
+            augment.paraphrase_model, spec_dir, is_dataset=False, field="dataset.augment.paraphrase_model"
+        )
+        dataset_update["augment"] = augment.model_copy(update={"paraphrase_model": paraphraser[0]})
     if mixes:
         dataset_update["mix"] = [mix.model_copy(update={"path": path}) for mix, path, _ in mixes]
     resolved: Spec = spec.model_copy(
@@ -103,6 +110,13 @@ def plan_file(
                         for m, (_, path, local) in zip(plan.dataset.mix, mixes)
                     ],
                     "report": _relative(report, out) if plan.dataset.report and report else None,
+                    "augment": plan.dataset.augment.model_copy(
+                        update={
+                            "paraphrase_model": _relative(paraphraser[0], out)
+                            if paraphraser[1]
+                            else plan.dataset.augment.paraphrase_model
+                        }
+                    ),
                 }
             ),
         }

@@ -74,6 +74,8 @@ class AugmentPlan(_Frozen):
     system_prompts: list[str] = []
     instruction_templates: list[str] = []
     oversample: bool = False
+    paraphrase: bool = False  # augment.py in the run folder
+    paraphrase_model: str | None = None  # None: the base model
 
 
 class DatasetPlan(_Frozen):

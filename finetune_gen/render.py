@@ -445,6 +445,8 @@ def render_files(plan: Plan, resources: Resources, evaluation: dict[str, Any]) -
     ]
     names += distributed_files(plan)
     names += after_training_files(plan)  # merge.py, serve.sh, slurm.sbatch where they apply
+    if plan.dataset.augment.paraphrase:
+        names.append("augment.py")  # paraphrased training prompts, written to a new file
     context["files"] = names
     files: dict[str, str] = {}
     for name in names:

@@ -254,6 +254,13 @@ class AugmentSpec(_Strict):
     oversample: bool = Field(
         False, description="classification: repeat rows of the smaller classes up to the largest class's count."
     )
+    paraphrase: bool = Field(
+        False,
+        description="Write augment.py: paraphrases the training prompts with a local model into a new file (for check-data, then dataset.mix).",
+    )
+    paraphrase_model: str | None = Field(
+        None, description="The model augment.py paraphrases with (default: base_model)."
+    )
 
     @field_validator("system_prompts", "instruction_templates")
     @classmethod

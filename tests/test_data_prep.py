@@ -85,7 +85,11 @@ def all_features_specs(tmp_path: Path) -> list[Path]:
             "test_split": 0.2,
             "remove_test_near_duplicates": True,
             "mix": [{"path": "../general.jsonl", "format": "alpaca", "weight": 0.25}],
-            "augment": {"system_prompts": ["Be brief.", "Answer politely."], "instruction_templates": ["Q: {prompt}"]},
+            "augment": {
+                "system_prompts": ["Be brief.", "Answer politely."],
+                "instruction_templates": ["Q: {prompt}"],
+                "paraphrase": True,
+            },
         },
     )
     labels = ["good", "bad", "meh"]
@@ -150,6 +154,14 @@ def test_all_features_run_folder_is_lint_clean(tmp_path):
         text=True,
     )
     assert result.returncode == 0, result.stdout
+
+
+def test_augment_py_only_when_asked(tmp_path):
+    sft, cls = all_features_specs(tmp_path)
+    files = generate(sft, out_dir=sft.parent / "run").files
+    assert "augment.py" in files and "python augment.py" in files["README.md"]
+    assert 'PARAPHRASE_MODEL = "meta-llama/Llama-3.1-8B"' in files["augment.py"]
+    assert "augment.py" not in generate(cls, out_dir=cls.parent / "run").files
 
 
 def test_datasketch_is_required_only_when_test_near_duplicates_are_removed(tmp_path):
@@ -439,3 +451,50 @@ def test_tiny_chat_run_mixes_and_varies_system_prompts(tmp_path, tiny_models):
     result = run_script(run, "train.py", "--max-steps", "1", "--output-dir", str(tmp_path / "out"))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Mixed in 32 rows of" in result.stdout and "System prompts varied" in result.stdout
+
+
+@pytest.mark.slow
+def test_augment_py_paraphrases_training_prompts_into_a_checkable_file(tmp_path, tiny_models, monkeypatch):
+    pytest.importorskip("transformers")
+    import sys
+
+    from click.testing import CliRunner
+    from smoke import generate as generate_run
+    from smoke import run_script
+    from smoke import write_spec as tiny_spec
+
+    from finetune_gen.cli import main as cli
+
+    data = write_jsonl(tmp_path / "data.jsonl", alpaca_rows(30))
+    spec = tiny_spec(
+        tmp_path,
+        tiny_models("llama"),
+        data,
+        dataset={"train_split": 0.6, "eval_split": 0.2, "test_split": 0.2, "augment": {"paraphrase": True}},
+    )
+    run = generate_run(spec, tmp_path / "run")
+    # The real model end to end: every training prompt accounted for, exit 0.
+    result = run_script(run, "augment.py", "--limit", "3", "--max-new-tokens", "4", "--out", str(tmp_path / "real.jsonl"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "of 3 training prompts" in result.stdout
+    # With a stand-in paraphraser: the file holds the training rows (never test rows), prompts rewritten.
+    monkeypatch.syspath_prepend(str(run))
+    monkeypatch.chdir(run)
+    sys.modules.pop("train", None)
+    augment = load_train_module(run, "train")  # augment.py imports it as `train`
+    sys.modules["train"] = augment
+    module_spec = importlib.util.spec_from_file_location("generated_augment", run / "augment.py")
+    paraphraser = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(paraphraser)
+    monkeypatch.setattr(paraphraser, "paraphrase", lambda m, t, prompts, b, n: [f"In other words: {p}" for p in prompts])
+    monkeypatch.setattr(sys, "argv", ["augment.py", "--out", str(tmp_path / "para.jsonl")])
+    paraphraser.main()
+    sys.modules.pop("train", None)
+    written = [json.loads(line) for line in (tmp_path / "para.jsonl").read_text().splitlines()]
+    splits = split_rows(30, train_split=0.6, eval_split=0.2, test_split=0.2, seed=42)
+    rows = alpaca_rows(30)
+    assert written == [
+        {**rows[i], "instruction": f"In other words: {rows[i]['instruction']}"} for i in splits.train
+    ]
+    check = CliRunner().invoke(cli, ["check-data", str(tmp_path / "para.jsonl"), "--format", "alpaca", "--json"])
+    assert check.exit_code == 0 and json.loads(check.stdout)["problems"]["count"] == 0
