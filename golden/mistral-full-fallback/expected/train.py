@@ -391,9 +391,10 @@ def load_rows():
 
 
 def write_test_split(test, output_dir):
-    """The test rows beside the run: test_rows.jsonl (the rows as in the data) and
-    test_split.json (their 1-based row numbers and the seed), for eval.py and other tools.
+    """The test rows beside the run: test_rows.jsonl (the rows as in the data, in file order)
+    and test_split.json (their 1-based row numbers and the seed), for eval.py and other tools.
     """
+    test = test.sort(ROW)
     folder = Path(output_dir)
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / "test_rows.jsonl", "w", encoding="utf-8") as handle:
