@@ -59,22 +59,36 @@ def _check_roles(task: str, data_format: str, columns: dict[str, str]) -> None:
         )
 
 
-def _splits(spec: Any, rows: int) -> dict[str, Any]:
-    """The split train.py will make of these rows (row numbers of the test set, 1-based)."""
-    from .data_split import split_rows
+def _splits(
+    spec: Any, rows: int, data_path: Path | None = None, columns: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """The split train.py will make of these rows (row numbers of the test set, 1-based);
+    stratified by the label column when the spec says so (the same code as train.py's)."""
+    from .data_split import split_rows, stratified_split
 
     ds = spec.dataset
+    shares = {
+        "train_split": ds.train_split,
+        "eval_split": ds.eval_split,
+        "test_split": ds.test_split,
+        "seed": spec.training_config.seed,
+    }
     try:
-        splits = split_rows(
-            rows,
-            train_split=ds.train_split,
-            eval_split=ds.eval_split,
-            test_split=ds.test_split,
-            seed=spec.training_config.seed,
-        )
+        if ds.stratify and data_path is not None and columns and "label" in columns:
+            from .data_read import DataReader
+
+            labels = [
+                record.value.get(columns["label"])
+                for record in DataReader(data_path)
+                if record.problem is None and isinstance(record.value, dict)
+            ]
+            splits = stratified_split(labels, **shares)
+        else:
+            splits = split_rows(rows, **shares)
     except SpecError as error:
         return {"error": error.message}
     return {
+        "stratified": bool(ds.stratify),
         "seed": spec.training_config.seed,
         "train": len(splits.train),
         "eval": len(splits.eval),
@@ -165,7 +179,7 @@ def check_data_command(
     if report["rows"] == 0:
         raise SpecError(f"{shown}: no rows")
     if not is_data:
-        report["splits"] = _splits(spec, report["rows"])
+        report["splits"] = _splits(spec, report["rows"], Path(data_path), columns)
     cleaned: dict[str, Any] | None = None
     if clean_out is not None:
         from .data_clean import write_clean

@@ -498,3 +498,23 @@ def test_augment_py_paraphrases_training_prompts_into_a_checkable_file(tmp_path,
     ]
     check = CliRunner().invoke(cli, ["check-data", str(tmp_path / "para.jsonl"), "--format", "alpaca", "--json"])
     assert check.exit_code == 0 and json.loads(check.stdout)["problems"]["count"] == 0
+
+
+def test_check_data_spec_reports_the_stratified_split(tmp_path):
+    from click.testing import CliRunner
+
+    from finetune_gen.cli import main
+
+    labels = ["a"] * 30 + ["b"] * 12 + ["c"] * 8
+    rows = [{"text": f"item {i} " + " ".join(r["instruction"].split()[2:]), "label": label} for i, (r, label) in enumerate(zip(alpaca_rows(50), labels))]
+    write_jsonl(tmp_path / "cls.jsonl", rows)
+    spec = write_spec(
+        tmp_path,
+        {"path": "cls.jsonl", "format": "custom", "columns": {"text": "text", "label": "label"}, "train_split": 0.6, "eval_split": 0.2, "test_split": 0.2, "stratify": True},
+        task="classification",
+    )
+    result = CliRunner().invoke(main, ["check-data", str(spec), "--json"])
+    splits = json.loads(result.stdout)["splits"]
+    expected = stratified_split(labels, train_split=0.6, eval_split=0.2, test_split=0.2, seed=11)
+    assert splits["stratified"] and splits["test_rows"] == [i + 1 for i in expected.test]
+    assert Counter(labels[i - 1] for i in splits["test_rows"]) == {"a": 6, "b": 2, "c": 2}
