@@ -28,7 +28,6 @@ import hashlib
 import json
 import math
 import re
-import unicodedata
 import zlib
 from array import array
 from collections import Counter
@@ -37,6 +36,7 @@ from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any
 
+from . import data_split as _split_core
 from .data_read import OversizedNumber, Record
 
 CHARS_PER_TOKEN = 4.0
@@ -127,19 +127,10 @@ class Example:
         return "\n".join([*self.prompt, *self.learned, self.label or ""])
 
 
-def normalize(text: str) -> str:
-    """The text duplicates are compared on: NFKC, case-folded, whitespace collapsed."""
-    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
-
-
-_WORD = re.compile(r"\w+")
-
-
-def shingles(text: str) -> set[bytes]:
-    words = _WORD.findall(normalize(text))
-    grams = set(words)
-    grams.update(f"{a} {b}" for a, b in pairwise(words))
-    return {g.encode() for g in grams}
+# Normalisation and shingles: one implementation with the split code that train.py carries
+# (finetune_gen/data_split.py's shared core), so check-data and train.py see the same duplicates.
+normalize = _split_core.normalize
+shingles = _split_core.shingles
 
 
 # 32-bit shingle hash for MinHash: CRC-32, in C and deterministic across runs (datasketch's

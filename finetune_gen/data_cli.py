@@ -55,22 +55,36 @@ def _check_roles(task: str, data_format: str, columns: dict[str, str]) -> None:
         )
 
 
-def _splits(spec: Any, rows: int) -> dict[str, Any]:
-    """The split train.py will make of these rows (row numbers of the test set, 1-based)."""
-    from .data_split import split_rows
+def _splits(
+    spec: Any, rows: int, data_path: Path | None = None, columns: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """The split train.py will make of these rows (row numbers of the test set, 1-based);
+    stratified by the label column when the spec says so (the same code as train.py's)."""
+    from .data_split import split_rows, stratified_split
 
     ds = spec.dataset
+    shares = {
+        "train_split": ds.train_split,
+        "eval_split": ds.eval_split,
+        "test_split": ds.test_split,
+        "seed": spec.training_config.seed,
+    }
     try:
-        splits = split_rows(
-            rows,
-            train_split=ds.train_split,
-            eval_split=ds.eval_split,
-            test_split=ds.test_split,
-            seed=spec.training_config.seed,
-        )
+        if ds.stratify and data_path is not None and columns and "label" in columns:
+            from .data_read import DataReader
+
+            labels = [
+                record.value.get(columns["label"])
+                for record in DataReader(data_path)
+                if record.problem is None and isinstance(record.value, dict)
+            ]
+            splits = stratified_split(labels, **shares)
+        else:
+            splits = split_rows(rows, **shares)
     except SpecError as error:
         return {"error": error.message}
     return {
+        "stratified": bool(ds.stratify),
         "seed": spec.training_config.seed,
         "train": len(splits.train),
         "eval": len(splits.eval),
@@ -155,10 +169,13 @@ def check_data_command(
         min_per_class=minimum,
     )
     report["path"] = shown
+    # What dataset.report matches a training file by (finetune_gen/data_prep_plan.py).
+    report["data_file"] = str(Path(data_path).resolve())
+    report["data_bytes"] = Path(data_path).stat().st_size if Path(data_path).is_file() else None
     if report["rows"] == 0:
         raise SpecError(f"{shown}: no rows")
     if not is_data:
-        report["splits"] = _splits(spec, report["rows"])
+        report["splits"] = _splits(spec, report["rows"], Path(data_path), columns)
     label_problems: list[str] = []
     if (
         not is_data

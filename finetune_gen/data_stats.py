@@ -63,12 +63,22 @@ class DatasetStats:
     rows_read: int = 0
     bytes_read: int = 0
     warnings: list[str] = field(default_factory=list)  # soft problems: the planner warns
+    # From a check-data report (dataset.report): its mean and 99th-percentile token lengths
+    # replace the estimate, and `lengths_note` says where they came from.
+    reported_mean: int | None = None
+    reported_p99: int | None = None
+    lengths_note: str = "estimated lengths"
+    lengths_unit: str = "~4 chars/token"
 
     @property
     def mean_tokens(self) -> int:
+        if self.reported_mean is not None:
+            return self.reported_mean
         return max(1, round(sum(self.token_lengths) / max(1, len(self.token_lengths))))
 
     def percentile_tokens(self, q: float) -> int:
+        if self.reported_p99 is not None and q == 0.99:
+            return self.reported_p99
         ordered = sorted(self.token_lengths) or [1]
         return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
 

@@ -44,7 +44,7 @@ class Generated:
         }
 
 
-def _localize(value: str, spec_dir: Path, *, is_dataset: bool) -> tuple[str, bool]:
+def _localize(value: str, spec_dir: Path, *, is_dataset: bool, field: str | None = None) -> tuple[str, bool]:
     """(absolute path, True) when ``value`` names a local file or folder, else (value, False)."""
     expanded = Path(value).expanduser()
     candidate = expanded if expanded.is_absolute() else spec_dir / expanded
@@ -52,7 +52,7 @@ def _localize(value: str, spec_dir: Path, *, is_dataset: bool) -> tuple[str, boo
         return str(candidate.resolve()), True
     looks_local = value.startswith((".", "/", "~")) or (is_dataset and value.lower().endswith(DATA_SUFFIXES))
     if looks_local:
-        field = "dataset.path" if is_dataset else "base_model"
+        field = field or ("dataset.path" if is_dataset else "base_model")
         raise SpecError(f"{field}: {value} not found (a relative path is read from the spec file's folder)")
     return value, False
 
@@ -69,10 +69,28 @@ def plan_file(spec_path: str | Path, *, out_dir: str | Path | None = None, stric
     out = Path(out_dir) if out_dir is not None else Path.cwd()
     dataset_path, data_local = _localize(spec.dataset.path, spec_dir, is_dataset=True)
     model_path, model_local = _localize(spec.base_model, spec_dir, is_dataset=False)
+    # dataset.mix paths and dataset.report are read from the spec's folder too.
+    mixes = [
+        (mix, *_localize(mix.path, spec_dir, is_dataset=True, field=f"dataset.mix[{i}].path"))
+        for i, mix in enumerate(spec.dataset.mix or [])
+    ]
+    report = spec.dataset.report
+    if report is not None:
+        report = _localize(report, spec_dir, is_dataset=True, field="dataset.report")[0]
+    dataset_update: dict = {"path": dataset_path, "report": report}
+    augment = spec.dataset.augment
+    paraphraser = (None, False)
+    if augment is not None and augment.paraphrase_model:
+        paraphraser = _localize(
+            augment.paraphrase_model, spec_dir, is_dataset=False, field="dataset.augment.paraphrase_model"
+        )
+        dataset_update["augment"] = augment.model_copy(update={"paraphrase_model": paraphraser[0]})
+    if mixes:
+        dataset_update["mix"] = [mix.model_copy(update={"path": path}) for mix, path, _ in mixes]
     resolved: Spec = spec.model_copy(
         update={
             "base_model": model_path,
-            "dataset": spec.dataset.model_copy(update={"path": dataset_path}),
+            "dataset": spec.dataset.model_copy(update=dataset_update),
         }
     )
 
@@ -82,7 +100,21 @@ def plan_file(spec_path: str | Path, *, out_dir: str | Path | None = None, stric
             update={
                 "base_model": _relative(model_path, out) if model_local else planned.base_model,
                 "dataset": planned.dataset.model_copy(
-                    update={"path": _relative(dataset_path, out) if data_local else planned.dataset.path}
+                    update={
+                        "path": _relative(dataset_path, out) if data_local else planned.dataset.path,
+                        "mix": [
+                            m.model_copy(update={"path": _relative(path, out) if local else m.path})
+                            for m, (_, path, local) in zip(planned.dataset.mix, mixes)
+                        ],
+                        "report": _relative(report, out) if planned.dataset.report and report else None,
+                        "augment": planned.dataset.augment.model_copy(
+                            update={
+                                "paraphrase_model": _relative(paraphraser[0], out)
+                                if paraphraser[1]
+                                else planned.dataset.augment.paraphrase_model
+                            }
+                        ),
+                    }
                 ),
             }
         )

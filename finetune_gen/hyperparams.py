@@ -148,7 +148,8 @@ class Context:
             seq_len = put(
                 "max_seq_length",
                 rounded,
-                f"99th percentile of the data's estimated lengths ({p99} tokens, ~4 chars/token) "
+                f"99th percentile of the data's {planner.stats.lengths_note} ({p99} tokens, "
+                f"{planner.stats.lengths_unit}) "
                 f"+ {overhead} for the prompt format, + 10%, rounded up to 64, capped at the "
                 f"model's {context}-token context",
             )

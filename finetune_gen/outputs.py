@@ -91,6 +91,12 @@ OUTPUTS: tuple[Output, ...] = (
         config=True,
     ),
     *(_deepspeed(name) for name in DEEPSPEED_CONFIGS),
+    Output(
+        "augment.py",
+        "augment.py.jinja",
+        _text("paraphrases the training prompts with a local model into a new file (opt-in)"),
+        lambda plan: plan.dataset.augment.paraphrase,
+    ),
     Output("resources.md", "resources.md.jinja", _text("memory, time, storage and cost estimate")),
     Output("resources.json", "", _text("memory, time, storage and cost estimate")),
     Output("eval_plan.md", "eval_plan.md.jinja", _text("what to evaluate and how")),

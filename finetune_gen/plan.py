@@ -59,6 +59,26 @@ class QuantizationPlan(_Frozen):
     storage_dtype: str
 
 
+class MixPlan(_Frozen):
+    """An extra dataset sampled into training (dataset.mix): its columns as the main format's."""
+
+    path: str
+    columns: dict[str, str]
+    weight: float | None = None
+    rows: int | None = None
+    planned_rows: int = 0  # drawn for the planned training rows (train.py recomputes it)
+    available_rows: int | None = None  # counted from the file when at hand
+    avg_tokens_per_example: int = 0
+
+
+class AugmentPlan(_Frozen):
+    system_prompts: list[str] = []
+    instruction_templates: list[str] = []
+    oversample: bool = False
+    paraphrase: bool = False  # augment.py in the run folder
+    paraphrase_model: str | None = None  # None: the base model
+
+
 class DatasetPlan(_Frozen):
     path: str
     format: str
@@ -70,6 +90,37 @@ class DatasetPlan(_Frozen):
     counted_from_file: bool
     system_message: str = "merge"  # merge | drop | error, for templates without a system role
     skip_bad_rows: bool = False
+    # Dataset preparation (finetune_gen/data_split.py, rendered into train.py).
+    test_split: float = 0.0
+    stratify: bool = False
+    remove_test_near_duplicates: bool = False
+    near_dup_threshold: float = 0.4
+    mix: list[MixPlan] = []
+    augment: AugmentPlan = AugmentPlan()
+    report: str | None = None  # the check-data report the counts came from
+
+    @property
+    def main_train_rows(self) -> int:
+        return max(1, round(self.num_examples * self.train_split))
+
+    @property
+    def mix_rows(self) -> int:
+        return sum(m.planned_rows for m in self.mix)
+
+    @property
+    def train_rows(self) -> int:
+        """Training rows per epoch: this dataset's share plus the mixed rows."""
+        return self.main_train_rows + self.mix_rows
+
+    def train_tokens(self, max_seq_length: int | None = None) -> int:
+        """Tokens per epoch (each row cut at max_seq_length when given)."""
+
+        def cut(tokens: int) -> int:
+            return min(tokens, max_seq_length) if max_seq_length else tokens
+
+        main = self.main_train_rows * cut(self.avg_tokens_per_example)
+        mixed = (m.planned_rows * cut(m.avg_tokens_per_example or self.avg_tokens_per_example) for m in self.mix)
+        return main + sum(mixed)
 
 
 class LaunchPlan(_Frozen):

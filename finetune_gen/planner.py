@@ -27,6 +27,13 @@ from .catalog import (
     local_chat_template,
     resolve_model,
 )
+from .data_prep_plan import (
+    DEFAULT_NEAR_DUP_THRESHOLD,
+    augment_plan,
+    check_preparation,
+    mix_plans,
+    read_report,
+)
 from .data_stats import DatasetStats, read_stats, resolve_columns
 from .distribution import DISTRIBUTIONS
 from .errors import NoFitError, SpecError
@@ -104,6 +111,7 @@ class Planner:
         self.stats: DatasetStats | None = read_stats(
             spec.dataset.path, spec.task_type.value, spec.dataset.format.value, self.columns
         )
+        self.report_note = self._apply_report()
         # The classification head's size counts in the trainable parameters.
         self.num_labels = max(2, len(self.stats.labels)) if self.stats else 2
         self.check_task_and_method()
@@ -151,8 +159,38 @@ class Planner:
 
     # ------------------------------------------------------------ data
 
+    def _apply_report(self) -> str | None:
+        """dataset.report: a check-data --json report's row count and token lengths replace the
+        planner's own (estimated) ones when it describes this file and is newer than it."""
+        ds = self.spec.dataset
+        if not ds.report:
+            return None
+        numbers, why_not = read_report(ds.report, ds.path)
+        if numbers is None or self.stats is None:
+            self.warn("dataset.report not used", why_not or "the dataset is not at hand", "dataset.report")
+            return None
+        self.stats = replace(
+            self.stats,
+            rows=numbers.rows,
+            rows_extrapolated=False,
+            reported_mean=numbers.mean_tokens,
+            reported_p99=numbers.p99_tokens,
+            lengths_note="token lengths from check-data" if numbers.tokenizer else self.stats.lengths_note,
+            lengths_unit=f"tokenizer {numbers.tokenizer}" if numbers.tokenizer else self.stats.lengths_unit,
+        )
+        return numbers.note
+
+    def _columns_with_system(self, ds: Any) -> dict[str, str]:
+        """dataset.augment.system_prompts on prompt/response rows: a field for the system prompt."""
+        columns = dict(self.columns)
+        prompts = ds.augment.system_prompts if ds.augment else None
+        if prompts and "messages" not in columns and "system" not in columns:
+            columns["system"] = "__system__"
+        return columns
+
     def dataset_plan(self) -> DatasetPlan:
         ds = self.spec.dataset
+        check_preparation(ds, self.spec.task_type.value, self.columns)
         if self.stats is not None:
             if self.stats.problems and ds.skip_bad_rows:
                 # train.py skips and counts them (dataset.skip_bad_rows): said, not refused.
@@ -182,22 +220,17 @@ class Planner:
                     f"time and epochs assume {DEFAULT_NUM_EXAMPLES} rows",
                     "dataset.num_examples",
                 )
-        unapplied = [
-            name
-            for name, value in (
-                ("mix", ds.mix),
-                ("stratify", ds.stratify),
-                ("remove_test_near_duplicates", ds.remove_test_near_duplicates),
-            )
-            if value
-        ]
-        if unapplied:  # spec fields with helpers in data_split.py, not yet in the generated script
-            self.warn(
-                "dataset preparation not applied by train.py",
-                f"dataset.{', dataset.'.join(unapplied)}: the generated train.py does not apply "
-                "this yet (see finetune_gen/data_split.py)",
-                f"dataset.{unapplied[0]}",
-            )
+        if self.report_note:
+            self.warn("dataset counted by check-data", self.report_note, "dataset.report")
+        mixes = mix_plans(ds, self.spec.task_type.value, self.columns, rows)
+        for mix in mixes:
+            if mix.available_rows is not None and mix.planned_rows > mix.available_rows:
+                self.warn(
+                    "mixed dataset repeats rows",
+                    f"{mix.path}: {mix.planned_rows} rows drawn from {mix.available_rows}; "
+                    "each row once, the rest sampled again",
+                    "dataset.mix",
+                )
         if ds.eval_split > 0 and rows * ds.eval_split < 1:
             self.warn(
                 "eval split rounds to zero rows",
@@ -209,12 +242,19 @@ class Planner:
             format=ds.format.value,
             train_split=ds.train_split,
             eval_split=ds.eval_split,
-            columns=self.columns,
+            columns=self._columns_with_system(ds),
             num_examples=rows,
             avg_tokens_per_example=tokens,
             counted_from_file=self.stats is not None,
             system_message=ds.system_message,
             skip_bad_rows=ds.skip_bad_rows,
+            test_split=ds.test_split,
+            stratify=ds.stratify,
+            remove_test_near_duplicates=ds.remove_test_near_duplicates,
+            near_dup_threshold=ds.near_dup_threshold or DEFAULT_NEAR_DUP_THRESHOLD,
+            mix=mixes,
+            augment=augment_plan(ds),
+            report=ds.report if self.report_note else None,
         )
 
     # ------------------------------------------------------------ hardware
@@ -893,10 +933,10 @@ class Planner:
 
     def train_sequences(self, ctx: Context, data: DatasetPlan) -> int:
         """Sequences per epoch: one per row, or packed blocks of max_seq_length tokens."""
-        train_rows = max(1, round(data.num_examples * data.train_split))
+        train_rows = data.train_rows  # this dataset's training share + dataset.mix rows
         if not ctx.packing and self.collation_and_liger(ctx)[0] != "packing":
             return train_rows
-        tokens = train_rows * (data.avg_tokens_per_example + 1)  # + the EOS between documents
+        tokens = data.train_tokens() + train_rows  # + the EOS between documents
         return max(1, math.ceil(tokens / ctx.seq_len))
 
     def plan_schedule(

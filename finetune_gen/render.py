@@ -121,6 +121,11 @@ class View:
     format_partial: str = "alpaca"
     # Classification: the side texts are padded on (the head reads the last real token).
     padding_side: str = "right"
+    # train.py's split, mixing and augmentation code (finetune_gen/data_split.py's shared core)
+    # and the dataset.mix entries it samples from.
+    split_core: str = ""
+    mix: list[dict[str, Any]] = field(default_factory=list)
+
 
 
 def training_arguments(plan: Plan) -> dict[str, Any]:
@@ -308,6 +313,7 @@ def build_view(plan: Plan) -> View:
     view.perplexity = task.perplexity
     view.needs_bitsandbytes = bool(plan.quantization) or needs_bitsandbytes(plan.optimizer)
     _eval_view(plan, view)
+    _data_view(plan, view)
     if plan.quantization:
         view.bnb_kwargs = {
             "load_in_4bit": True,
@@ -317,6 +323,51 @@ def build_view(plan: Plan) -> View:
             "bnb_4bit_quant_storage": plan.quantization.storage_dtype,
         }
     return view
+
+
+def _data_view(plan: Plan, view: View) -> None:
+    """train.py's data preparation: the shared split core, the mixed datasets, what it does."""
+    from .data_split import core_source
+
+    data = plan.dataset
+    names = ["SplitError", "split_counts", "split_indices"]
+    if data.stratify:
+        names.append("stratified_indices")
+    if data.mix:
+        names += ["mix_row_counts", "sample_indices"]
+    if data.augment.oversample:
+        names.append("oversample_indices")
+    if data.remove_test_near_duplicates:
+        names += ["normalize", "shingles", "row_text", "near_duplicate_indices"]
+    view.split_core = core_source(*names)
+    view.mix = [
+        {"path": m.path, "columns": m.columns, "weight": m.weight, "rows": m.rows} for m in data.mix
+    ]
+    if data.test_split:
+        view.features.append(
+            f"holds out {data.test_split:g} of the rows as a test set (test_rows.jsonl in the output "
+            "folder), never trained on; eval.py evaluates on it"
+        )
+    if data.stratify:
+        view.features.append("splits by label: every split keeps each class's share")
+    if data.remove_test_near_duplicates:
+        view.features.append(
+            f"drops training rows that are near duplicates of test rows (MinHash Jaccard >= {data.near_dup_threshold:g})"
+        )
+    for m in data.mix:
+        amount = f"a {m.weight:g} share of the training rows" if m.weight else f"{m.rows} rows"
+        view.features.append(f"mixes in {amount} from {m.path} (seeded; ~{m.planned_rows} rows planned)")
+    augment = data.augment
+    if augment.oversample:
+        view.features.append("oversamples the smaller classes up to the largest one (training rows only)")
+    if augment.system_prompts:
+        view.features.append(
+            f"gives each training row one of {len(augment.system_prompts)} system prompts (seeded)"
+        )
+    if augment.instruction_templates:
+        view.features.append(
+            f"rewrites each training prompt with one of {len(augment.instruction_templates)} templates (seeded)"
+        )
 
 
 def _eval_view(plan: Plan, view: View) -> None:

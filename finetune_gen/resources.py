@@ -91,8 +91,8 @@ def _hours_text(hours: float) -> str:
 def estimate_resources(plan: Plan, arch: Architecture, counts: ParamCounts) -> Resources:
     shape = shape_for_plan(plan)
     gpu = get_gpu(plan.hardware.gpu_type)
-    train_rows = max(1, round(plan.dataset.num_examples * plan.dataset.train_split))
-    tokens_per_epoch = train_rows * min(plan.dataset.avg_tokens_per_example, plan.max_seq_length)
+    # This dataset's training share plus the dataset.mix rows, each cut at max_seq_length.
+    tokens_per_epoch = plan.dataset.train_tokens(plan.max_seq_length)
     memory = estimate_memory(arch, counts, shape)
     collation = planned_collation(plan)
     schedule = plan.schedule
@@ -141,10 +141,20 @@ def estimate_resources(plan: Plan, arch: Architecture, counts: ParamCounts) -> R
             f"dataset size from the spec or defaults: {plan.dataset.num_examples} rows x "
             f"{plan.dataset.avg_tokens_per_example} tokens"
         )
+    elif plan.dataset.report:
+        assumptions.append(
+            f"dataset counted by check-data ({plan.dataset.report}): {plan.dataset.num_examples} rows, "
+            f"~{plan.dataset.avg_tokens_per_example} tokens each"
+        )
     else:
         assumptions.append(
             f"dataset counted from {plan.dataset.path}: {plan.dataset.num_examples} rows, "
             f"~{plan.dataset.avg_tokens_per_example} tokens each (4 characters per token)"
+        )
+    for mix in plan.dataset.mix:
+        assumptions.append(
+            f"mixed in: {mix.planned_rows} rows of {mix.path} per epoch"
+            + (f", ~{mix.avg_tokens_per_example} tokens each" if mix.avg_tokens_per_example else "")
         )
     return Resources(
         memory=memory,

@@ -169,6 +169,13 @@ class DatasetSpec(_Strict):
     mix: list["MixSpec"] | None = Field(
         None, description="Extra datasets sampled into training (against forgetting), each with a weight or a row count."
     )
+    augment: "AugmentSpec | None" = Field(
+        None, description="Cheap augmentations of the training rows, applied by train.py (seeded)."
+    )
+    report: str | None = Field(
+        None,
+        description="A `check-data --json` report of this dataset: the planner uses its row count and token lengths.",
+    )
     system_message: Literal["merge", "drop", "error"] = Field(
         "merge",
         description="System messages when the chat template has no system role (Gemma 2, Mistral"
@@ -223,6 +230,41 @@ class MixSpec(_Strict):
         if (self.weight is None) == (self.rows is None):
             raise ValueError("give exactly one of `weight` (e.g. 0.2) or `rows`")
         return self
+
+
+class AugmentSpec(_Strict):
+    """Training-row augmentations train.py applies (seeded) and reports with their row counts."""
+
+    system_prompts: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="Each training row gets one of these system prompts (seeded choice); chat and instruction tasks.",
+    )
+    instruction_templates: list[str] | None = Field(
+        None,
+        min_length=1,
+        description='Each training prompt is rewritten with one of these templates, e.g. "Question: {prompt}".',
+    )
+    oversample: bool = Field(
+        False, description="classification: repeat rows of the smaller classes up to the largest class's count."
+    )
+    paraphrase: bool = Field(
+        False,
+        description="Write augment.py: paraphrases the training prompts with a local model into a new file (for check-data, then dataset.mix).",
+    )
+    paraphrase_model: str | None = Field(
+        None, description="The model augment.py paraphrases with (default: base_model)."
+    )
+
+    @field_validator("system_prompts", "instruction_templates")
+    @classmethod
+    def _texts(cls, value: list[str] | None, info: Any) -> list[str] | None:
+        for index, text in enumerate(value or []):
+            if not text.strip():
+                raise ValueError(f"item {index} is empty")
+            if info.field_name == "instruction_templates" and "{prompt}" not in text:
+                raise ValueError(f"item {index} must contain {{prompt}}, where the prompt goes")
+        return value
 
 
 DatasetSpec.model_rebuild()

@@ -112,7 +112,9 @@ def test_generated_train_script_never_trains_on_the_test_rows(tmp_path, tiny_mod
     assert not set(splits.test) & (set(splits.train) | set(splits.eval))
 
 
-def test_preparation_fields_the_script_does_not_apply_are_warned_about(tmp_path):
+def test_preparation_fields_are_planned_not_warned_about(tmp_path):
+    """train.py applies dataset.mix / test_split now: the plan counts the mixed rows instead of
+    warning that they are not applied."""
     from finetune_gen.generate import plan_file
 
     (tmp_path / "train.jsonl").write_text(
@@ -122,14 +124,13 @@ def test_preparation_fields_the_script_does_not_apply_are_warned_about(tmp_path)
     spec.write_text(
         "base_model: meta-llama/Llama-3.1-8B\ntask_type: instruction\n"
         "dataset: {path: train.jsonl, format: alpaca, train_split: 0.8, test_split: 0.1,\n"
-        "  mix: [{path: general.jsonl, format: alpaca, weight: 0.2}]}\n"
+        "  mix: [{path: org/general, format: alpaca, weight: 0.2}]}\n"
         "training_config: {method: qlora, epochs: 1}\nhardware: {gpus: 1, vram_per_gpu: 24GB}\n"
     )
     plan = plan_file(spec).plan
-    assert any(
-        w.startswith("dataset preparation not applied by train.py: dataset.mix")
-        for w in plan.warnings
-    )
+    assert not any("not applied by train.py" in w for w in plan.warnings)
+    assert plan.dataset.mix[0].planned_rows == mix_counts(16, [(0.2, None)])[0] == 4
+    assert plan.dataset.train_rows == 20
 
 
 def test_check_data_spec_reports_the_split_and_the_test_rows(tmp_path):
