@@ -21,6 +21,7 @@ from . import __version__
 from .after_training import after_training
 from .distribution import DISTRIBUTIONS
 from .formats import FORMATS
+from .formatting import format_source
 from .methods import METHODS
 from .optimizers import needs_bitsandbytes
 from .outputs import outputs_for, readme_rows
@@ -420,7 +421,8 @@ def format_python(source: str, name: str) -> str:
 
     black is most of `generate`'s time. Its output depends only on its input and version, so
     a file that did not change since the last generation (eval.py and probe.py after a spec
-    edit, every file on `generate --check`) is not formatted again.
+    edit, every file on `generate --check`) is not formatted again; in a file that changed,
+    only its changed top-level chunks are (:mod:`finetune_gen.formatting`).
     """
     cache = _format_cache()
     entry = cache / (hashlib.sha256(source.encode("utf-8")).hexdigest() + ".py") if cache else None
@@ -429,12 +431,14 @@ def format_python(source: str, name: str) -> str:
             return entry.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError):
             pass
-    import black  # imported here: only rendering needs it
-
     try:
-        formatted = black.format_str(source, mode=black.Mode())
-    except black.parsing.InvalidInput as error:  # a template bug, never user input
-        raise RuntimeError(f"generated {name} is not valid Python: {error}") from error
+        formatted = format_source(source, cache)
+    except Exception as error:
+        from black.parsing import InvalidInput  # black is imported only when it formats
+
+        if isinstance(error, InvalidInput):  # a template bug, never user input
+            raise RuntimeError(f"generated {name} is not valid Python: {error}") from error
+        raise
     if entry is not None:
         try:
             entry.parent.mkdir(parents=True, exist_ok=True)
