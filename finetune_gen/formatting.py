@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -38,18 +39,25 @@ _WHOLE_FILE_MARKERS = ("\r", "\f", "\ufeff", "fmt:", "yapf:")
 _ENCODING_COMMENT = re.compile(r"^[ \t]*#.*?coding[:=]", re.MULTILINE)
 
 
+class NotPython(ValueError):
+    """The source does not parse (black's message)."""
+
+
 def run_black(source: str, mode: black.Mode) -> str:
     """The one place black formats anything (tests count its calls)."""
     import black  # imported here: a fully cached file needs no black at all
 
-    return black.format_str(source, mode=mode)
+    try:
+        return black.format_str(source, mode=mode)
+    except black.parsing.InvalidInput as error:
+        raise NotPython(str(error)) from error
 
 
 def format_source(source: str, cache: Path | None) -> str:
     """``black.format_str(source, mode=black.Mode())``, reusing cached chunk outputs.
 
     ``cache`` is the folder of this black version's entries (None: no cache, format whole).
-    Raises black's ``InvalidInput`` for a source that does not parse.
+    Raises :class:`NotPython` for a source that does not parse.
     """
     if cache is not None:
         chunks = split_chunks(source)
@@ -85,7 +93,7 @@ def split_chunks(source: str) -> list[str] | None:
         line_starts.append(line_starts[-1] + len(line) + 1)
     cuts = [0]
     body = tree.body
-    for previous, statement in zip(body, body[1:]):
+    for previous, statement in itertools.pairwise(body):
         if not isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             continue
         start = min([statement.lineno] + [d.lineno for d in statement.decorator_list])
@@ -97,7 +105,7 @@ def split_chunks(source: str) -> list[str] | None:
             continue
         cuts.append(line_starts[start - 1])
     cuts.append(len(source))
-    return [source[a:b] for a, b in zip(cuts, cuts[1:])]
+    return [source[a:b] for a, b in itertools.pairwise(cuts)]
 
 
 def _is_constant_statement(node: ast.stmt) -> bool:
@@ -107,11 +115,14 @@ def _is_constant_statement(node: ast.stmt) -> bool:
 
 def _holds_stub(node: ast.stmt) -> bool:
     """Whether some def/class in ``node`` has a body of only ``...`` (black: a stub)."""
-    for inner in ast.walk(node):
-        if isinstance(inner, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            if len(inner.body) == 1 and _is_constant_statement(inner.body[0]):
-                return True  # `...` or a lone docstring: both kept out, to be safe
-    return False
+    definitions = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+    # `...` or a lone docstring: both kept out, to be safe
+    return any(
+        isinstance(inner, definitions)
+        and len(inner.body) == 1
+        and _is_constant_statement(inner.body[0])
+        for inner in ast.walk(node)
+    )
 
 
 def _format_chunks(chunks: list[str], folder: Path) -> str | None:

@@ -21,7 +21,7 @@ from . import __version__
 from .after_training import after_training
 from .distribution import DISTRIBUTIONS
 from .formats import FORMATS
-from .formatting import format_source
+from .formatting import NotPython, format_source
 from .methods import METHODS
 from .optimizers import needs_bitsandbytes
 from .outputs import outputs_for, readme_rows
@@ -433,12 +433,8 @@ def format_python(source: str, name: str) -> str:
             pass
     try:
         formatted = format_source(source, cache)
-    except Exception as error:
-        from black.parsing import InvalidInput  # black is imported only when it formats
-
-        if isinstance(error, InvalidInput):  # a template bug, never user input
-            raise RuntimeError(f"generated {name} is not valid Python: {error}") from error
-        raise
+    except NotPython as error:  # a template bug, never user input
+        raise RuntimeError(f"generated {name} is not valid Python: {error}") from error
     if entry is not None:
         try:
             entry.parent.mkdir(parents=True, exist_ok=True)

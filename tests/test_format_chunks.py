@@ -15,10 +15,12 @@ from hypothesis import strategies as st
 from conftest import ROOT
 from finetune_gen import formatting, render
 from finetune_gen.errors import FinetuneGenError
+from finetune_gen.formatting import NotPython, format_source, split_chunks
 from finetune_gen.generate import generate
-from finetune_gen.formatting import format_source, split_chunks
 
 GOLDEN_PY = sorted((ROOT / "golden").glob("*/expected/*.py"))
+# One cache for the tests that may share it: chunks reused across files and feature sets.
+_SHARED_CACHE = tempfile.mkdtemp(prefix="format-chunks-")
 SPECS = sorted((ROOT / "golden").glob("*/spec.yaml")) + sorted((ROOT / "examples").glob("*.yaml"))
 
 
@@ -46,31 +48,45 @@ def black_calls(monkeypatch):
 
 
 @pytest.mark.parametrize("path", GOLDEN_PY, ids=lambda p: f"{p.parent.parent.name}/{p.name}")
-def test_golden_files_chunked_equal_black(path, cache, black_calls):
+def test_golden_files_chunked_equal_black(path, black_calls):
     source = path.read_text()
     chunks = split_chunks(source)
     assert chunks is not None and "".join(chunks) == source
     assert len(chunks) > 2  # the chunked path is the one under test
-    assert format_source(source, cache) == whole(source) == source
-    assert len(black_calls) == len(chunks)  # chunk by chunk, never the whole file
+    # A golden file is black's output on the whole rendered file, and black is stable on it.
+    assert format_source(source, Path(_SHARED_CACHE)) == source
+    # chunk by chunk (those another golden file shares come from the cache), never whole
+    assert len(black_calls) <= len(chunks)
+    assert all(len(call) < len(source) for call in black_calls)
 
 
 # --- renders of many plans: the raw template output, before black ---------------------------
 
 
+# Other methods on some of the specs (each costs black on whole files: a few, spread out).
+METHOD_EDITS = {
+    "golden/llama-lora-alpaca": ["qlora", "prefix_tuning"],
+    "golden/qwen-chat-sharegpt": ["full"],
+    "golden/mistral-qlora-2gpu": ["ia3"],
+    "examples/qwen-chat-auto": ["loha"],
+}
+
+
 def _variant_specs(tmp_path: Path) -> list[Path]:
-    """Every golden and example spec, and each with other methods and a new learning rate."""
+    """Every golden and example spec, and some with another method."""
     variants = []
     for spec in SPECS:
         data = yaml.safe_load(spec.read_text())
         local = spec.parent / data["dataset"]["path"]
         if local.exists():
             data["dataset"]["path"] = str(local.resolve())
-        edits = [{}, {"learning_rate": 3.3e-5}]
-        edits += [{"method": m} for m in ("qlora", "full", "ia3", "prefix_tuning", "loha")]
+        name = spec.parent.relative_to(ROOT).as_posix()
+        if spec.name != "spec.yaml":
+            name = f"examples/{spec.stem}"
+        edits = [{}] + [{"method": m} for m in METHOD_EDITS.get(name, [])]
         for index, edit in enumerate(edits):
             variant = dict(data, training_config={**(data.get("training_config") or {}), **edit})
-            path = tmp_path / f"{spec.parent.name}-{spec.stem}-{index}.yaml"
+            path = tmp_path / f"{name.replace('/', '-')}-{index}.yaml"
             path.write_text(yaml.safe_dump(variant))
             variants.append(path)
     return variants
@@ -84,7 +100,9 @@ def raw_renders(tmp_path_factory):
     original = render.format_python
 
     def keep_raw(source: str, name: str) -> str:
-        sources.setdefault(source, name)
+        # every train.py; a few of the smaller files (they differ little between plans)
+        if name == "train.py" or list(sources.values()).count(name) < 3:
+            sources.setdefault(source, name)
         return source
 
     render.format_python = keep_raw
@@ -96,7 +114,7 @@ def raw_renders(tmp_path_factory):
                 continue  # a variant the planner refuses (nothing fits): not a render
     finally:
         render.format_python = original
-    assert len(sources) > 20
+    assert len(sources) > 15
     return sources
 
 
@@ -107,8 +125,8 @@ def test_rendered_sources_chunked_equal_black(raw_renders, cache, black_calls):
             differing.append(name)
     assert not differing
     # the chunked path was taken (more black calls than files) and chunks were shared
-    assert len(raw_renders) < len(black_calls) < sum(
-        len(split_chunks(s) or [s]) for s in raw_renders
+    assert (
+        len(raw_renders) < len(black_calls) < sum(len(split_chunks(s) or [s]) for s in raw_renders)
     )
 
 
@@ -143,7 +161,12 @@ SNIPPETS = [
     "with (open('a') as f, open('b') as g):\n    pass\n",
     "print('a', end='')  # trailing comment\n",
 ]
-HEADERS = ["", '"""Module docstring."""\n', "from __future__ import annotations\n", "#!/usr/bin/env python\n"]
+HEADERS = [
+    "",
+    '"""Module docstring."""\n',
+    "from __future__ import annotations\n",
+    "#!/usr/bin/env python\n",
+]
 
 
 @settings(max_examples=80, deadline=None)
@@ -157,11 +180,7 @@ HEADERS = ["", '"""Module docstring."""\n', "from __future__ import annotations\
 )
 def test_edge_sources_chunked_equal_black(header, parts):
     source = header + "".join("\n" * blank + snippet for snippet, blank in parts)
-    cache = Path(_SHARED_CACHE)  # shared across examples: chunks reused under other features
-    assert format_source(source, cache) == whole(source)
-
-
-_SHARED_CACHE = tempfile.mkdtemp(prefix="format-chunks-")
+    assert format_source(source, Path(_SHARED_CACHE)) == whole(source)
 
 
 @pytest.mark.parametrize(
@@ -198,7 +217,7 @@ def test_target_versions_come_from_the_whole_file(cache):
 
 
 def test_invalid_source_still_reported_by_black(cache):
-    with pytest.raises(black.parsing.InvalidInput):
+    with pytest.raises(NotPython, match="Cannot parse"):
         format_source("def f(:\n    pass\ndef g():\n    pass\n", cache)
 
 
