@@ -114,15 +114,28 @@ def _is_constant_statement(node: ast.stmt) -> bool:
 
 
 def _holds_stub(node: ast.stmt) -> bool:
-    """Whether some def/class in ``node`` has a body of only ``...`` (black: a stub)."""
+    """Whether ``node`` may end with a stub line (a def/class with a body of only ``...``).
+
+    black keeps a stub's next line right under it when the user did; the line before a cut is
+    the end of the previous statement, so only its chain of last statements is looked at.
+    """
     definitions = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
-    # `...` or a lone docstring: both kept out, to be safe
-    return any(
-        isinstance(inner, definitions)
-        and len(inner.body) == 1
-        and _is_constant_statement(inner.body[0])
-        for inner in ast.walk(node)
-    )
+    while True:
+        # `...` or a lone docstring: both kept out, to be safe
+        if (
+            isinstance(node, definitions)
+            and len(node.body) == 1
+            and _is_constant_statement(node.body[0])
+        ):
+            return True
+        tails = [getattr(node, name, None) for name in ("finalbody", "orelse", "handlers")]
+        tails += [getattr(node, "body", None)]
+        if isinstance(node, ast.Match):
+            tails = [node.cases[-1].body]
+        last = next((tail[-1] for tail in tails if isinstance(tail, list) and tail), None)
+        if last is None:
+            return False
+        node = last.body[-1] if isinstance(last, ast.ExceptHandler) else last
 
 
 def _format_chunks(chunks: list[str], folder: Path) -> str | None:

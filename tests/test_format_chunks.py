@@ -160,6 +160,8 @@ SNIPPETS = [
     "match command:\n    case [x]:\n        pass\n",
     "with (open('a') as f, open('b') as g):\n    pass\n",
     "print('a', end='')  # trailing comment\n",
+    "if True:\n    def s1(): pass\nelse:\n    def s2(): ...\n",
+    "try:\n    pass\nexcept E:\n    def s3(): ...\nfinally:\n    y = 2\n",
 ]
 HEADERS = [
     "",
@@ -193,6 +195,10 @@ def test_edge_sources_chunked_equal_black(header, parts):
         "# comment\ndef f():\n    pass\n# comment\ndef g():\n    pass\n",
         "import os\ndef f():\n    pass\n\n\n\n\nclass A:\n    pass\nif __name__ == '__main__':\n    f()\n",
         "class A:\n    def m(self): ...\ndef f(): pass\n",
+        "class A:\n    def m(self): ...\n    x = 1\ndef f(): pass\n",
+        "if x:\n    def f(): pass\nelse:\n    def g(): ...\ndef h(): pass\n",  # a stub last
+        "try:\n    pass\nexcept E:\n    def g(): ...\ndef h(): pass\n",
+        "match a:\n    case 1:\n        def g(): ...\ndef h(): pass\n",
         "x = 1  # fmt: skip\ndef f():\n  pass\n",
         "\n\n\ndef f():\n  pass\ndef g():\n  pass",  # leading blank lines, no final newline
         "def f():\n    return 1\r\ndef g():\n    return 2\n",  # mixed line ends
