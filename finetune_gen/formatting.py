@@ -24,6 +24,7 @@ import itertools
 import json
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -84,8 +85,10 @@ def split_chunks(source: str) -> list[str] | None:
     if _ENCODING_COMMENT.search(source):
         return None
     try:
-        tree = ast.parse(source)
-    except (SyntaxError, ValueError):
+        with warnings.catch_warnings():  # "invalid escape sequence": black does not warn
+            warnings.simplefilter("ignore")
+            tree = ast.parse(source)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
         return None  # black reports the error when it formats the whole file
     lines = source.split("\n")
     line_starts = [0]

@@ -222,6 +222,12 @@ def test_target_versions_come_from_the_whole_file(cache):
     assert format_source(call, cache) == whole(call)
 
 
+def test_no_warning_of_python_s_own_parser(cache, recwarn):
+    source = 'def f():\n    return re.match("\\d+", x)\n\n\ndef g():\n    pass\n'
+    assert format_source(source, cache) == whole(source)
+    assert not [w for w in recwarn if "escape" in str(w.message)]
+
+
 def test_invalid_source_still_reported_by_black(cache):
     with pytest.raises(NotPython, match="cannot parse"):
         format_source("def f(:\n    pass\ndef g():\n    pass\n", cache)
