@@ -8,7 +8,7 @@ What this script does:
   - reads HuggingFaceH4/ultrachat_200k (chatml); 0.9 for training, 0.1 held out for evaluation
   - computes the loss on assistant turns only (system and user turns are masked)
   - micro-batch 4 x 8 accumulation steps x 1 GPU(s) = 32 sequences per optimizer step
-  - saves a checkpoint every 169 step(s) (the newest 2 kept), then the result, the tokenizer and the metrics
+  - evaluates 732 held-out rows every 169 step(s); saves a checkpoint every 169 step(s) (the newest 2 kept), then the result, the tokenizer and the metrics
   - the result is the last model trained
   - fp32 master weights with bf16 autocast
 
@@ -19,6 +19,7 @@ Usage:
   python train.py --check-data        # show how one example is tokenized and masked, then stop
   python train.py --check-data --json # the first rows' input_ids, labels and learned text, as JSON
   python train.py --skip-bad-rows     # skip malformed rows (counted) instead of stopping
+  python train.py --compile           # torch.compile the model (opt-in: compile time vs faster steps)
 
 Without a CUDA device it runs on the CPU in fp32 (slow: meant for smoke tests on tiny models).
 """
@@ -28,6 +29,7 @@ import collections
 import contextlib
 import dataclasses
 import gc
+import hashlib
 import importlib.util
 import json
 import math
@@ -45,13 +47,9 @@ import torch
 from datasets import Dataset, load_dataset
 from datasets.exceptions import DatasetGenerationError
 from jinja2 import TemplateError
-from transformers import (
-    AutoModelForCausalLM,
-    AutoTokenizer,
-    Trainer,
-    TrainerCallback,
-    TrainingArguments,
-)
+from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+from trl import SFTConfig, SFTTrainer
+from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
 # ---------------------------------------------------------------- the plan (config.yaml)
 BASE_MODEL = "mistralai/Mistral-7B-v0.1"
@@ -61,6 +59,7 @@ DATASET_FORMAT = "chatml"
 COLUMNS = {"messages": "messages"}  # role -> field in the data
 TRAIN_SPLIT = 0.9
 EVAL_SPLIT = 0.1
+EVAL_EXAMPLES = 732  # held-out rows evaluated during training (eval.py: all)
 MAX_SEQ_LENGTH = 2048
 PRECISION = "bf16"  # on a GPU; the CPU always runs fp32
 OUTPUT_DIR = "outputs"
@@ -87,7 +86,7 @@ FREEZE_TRAINABLE_LAYERS = 8  # the top N decoder layers are trained
 TRAINING_ARGS = {
     "num_train_epochs": 3.0,
     "per_device_train_batch_size": 4,
-    "per_device_eval_batch_size": 4,
+    "per_device_eval_batch_size": 8,
     "gradient_accumulation_steps": 8,
     "learning_rate": 2e-05,
     "lr_scheduler_type": "cosine",
@@ -114,6 +113,17 @@ REPORT_TO = ["tensorboard"]
 WANDB_PROJECT = ""
 # Stop after this many evaluations without a lower eval_loss; 0: train every planned step.
 EARLY_STOPPING_PATIENCE = 0
+# How micro-batches are laid out (config.yaml: training.collation): expected on the target GPU,
+# and the fallback; choose_collation() checks what this machine offers and prints its choice.
+COLLATION = "padding_free"
+COLLATION_FALLBACK = "group_by_length"
+USE_LIGER_KERNEL = True  # Liger's fused kernels, on CUDA when installed
+ATTN_IMPLEMENTATION = (
+    None  # "flash_attention_2" for padding-free batches on a GPU; set at start-up
+)
+PADDING_FREE = (
+    False  # flattened batches with position_ids (TRL's collator); set at start-up
+)
 
 
 HERE = Path(__file__).resolve().parent
@@ -175,6 +185,16 @@ def parse_args():
         help="skip (and count) malformed rows instead of stopping",
     )
     parser.add_argument(
+        "--collation",
+        choices=["auto", "padding_free", "group_by_length", "padded"],
+        default="auto",
+        help="batch layout: auto (padding-free with a varlen attention kernel, else length-grouped), "
+        "or forced; padded: random batches padded to their longest (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--compile", action="store_true", help="torch.compile the model (opt-in)"
+    )
+    parser.add_argument(
         "--report-to",
         default=",".join(REPORT_TO),
         help=f"trackers, comma-separated: none, tensorboard, wandb, mlflow, trackio (default: {','.join(REPORT_TO)})",
@@ -200,20 +220,20 @@ class DataFormatError(ValueError):
     """A row that does not match the declared dataset format."""
 
 
-def read_dataset():
-    """The dataset's rows in file order: a local json/jsonl/csv/parquet file or a hub id.
+def read_dataset(name=DATASET_PATH):
+    """A dataset's rows in file order: a local json/jsonl/csv/parquet file or a hub id.
 
     JSON rows whose types Arrow cannot unify (a number where other rows have text, say) are
     read with the json module instead, so that each bad row can be named below.
     """
     builders = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
-    path = Path(local_or_hub(DATASET_PATH))
+    path = Path(local_or_hub(name))
     if not path.exists():
-        return load_dataset(DATASET_PATH, split="train")
+        return load_dataset(name, split="train")
     builder = builders.get(path.suffix.lower())
     if builder is None:
         raise SystemExit(
-            f"{DATASET_PATH}: unsupported file type; use .json, .jsonl, .csv or .parquet"
+            f"{name}: unsupported file type; use .json, .jsonl, .csv or .parquet"
         )
     rows_key = json_list_field(path) if path.suffix.lower() == ".json" else None
     options = {"field": rows_key} if rows_key else {}
@@ -225,11 +245,11 @@ def read_dataset():
         TypeError,
     ) as error:  # Arrow's errors included
         if builder != "json":
-            raise SystemExit(f"{DATASET_PATH}: cannot read the file: {error}") from None
-        return read_json_rows(path, rows_key)
+            raise SystemExit(f"{name}: cannot read the file: {error}") from None
+        return read_json_rows(path, rows_key, name)
 
 
-def read_json_rows(path, rows_key):
+def read_json_rows(path, rows_key, name=DATASET_PATH):
     """Rows of a .json/.jsonl file as Python objects (bad lines become errors naming them)."""
     if path.suffix.lower() == ".json":
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -244,7 +264,7 @@ def read_json_rows(path, rows_key):
                     rows.append(json.loads(line))
                 except ValueError as error:
                     raise SystemExit(
-                        f"{DATASET_PATH}: row {number}: not valid JSON ({error})"
+                        f"{name}: row {number}: not valid JSON ({error})"
                     ) from None
     return rows
 
@@ -298,15 +318,126 @@ def report_bad_rows(problems, total, what="row(s)"):
     )
 
 
-def load_rows():
-    """The checked rows, shuffled and split into training and evaluation rows."""
-    rows = load_file_rows().shuffle(seed=SEED)
-    n_eval = max(1, round(len(rows) * EVAL_SPLIT)) if EVAL_SPLIT > 0 else 0
-    n_train = min(len(rows) - n_eval, max(1, round(len(rows) * TRAIN_SPLIT)))
-    evaluation = (
-        rows.select(range(len(rows) - n_eval, len(rows))) if n_eval else rows.select([])
+# ---------------------------------------------------------------- splits, mixing, augmentation
+# The functions from SplitError to the next section comment are finetune_gen/data_split.py's
+# shared core, rendered here unchanged (those this plan uses): `finetune-gen check-data SPEC`
+# and the planner compute this script's split with the same code.
+
+TEST_SPLIT = 0.0  # held out as a test set: written out with the run, never trained on
+STRATIFY = False  # classification: every split keeps each class's share
+REMOVE_TEST_NEAR_DUPLICATES = False  # drop training rows near a test row
+NEAR_DUP_THRESHOLD = 0.4  # MinHash Jaccard over word 1-2-grams
+# Extra datasets sampled into training against forgetting: path, role -> field, weight or rows.
+MIX = []
+# Augmentation of the training rows (seeded): system prompts, prompt templates, oversampling.
+SYSTEM_PROMPTS = []
+INSTRUCTION_TEMPLATES = []
+OVERSAMPLE = False
+
+Splits = collections.namedtuple("Splits", "train eval test")
+
+
+class SplitError(ValueError):
+    """Split, mix or oversampling settings that do not fit the data."""
+
+
+def split_counts(n, train_split, eval_split, test_split=0.0):
+    """(train, eval, test) row counts of n rows: each split at least 1 row when its share is set."""
+    n_eval = max(1, round(n * eval_split)) if eval_split > 0 else 0
+    n_test = max(1, round(n * test_split)) if test_split > 0 else 0
+    n_train = min(n - n_eval, max(1, round(n * train_split)))
+    n_test = max(0, min(n_test, n - n_eval - n_train))
+    if n_train < 1 or (test_split > 0 and n_test < 1):
+        raise SplitError(
+            f"{n} rows are too few for train_split {train_split}, eval_split {eval_split}"
+            + (f", test_split {test_split}" if test_split else "")
+        )
+    return n_train, n_eval, n_test
+
+
+def split_indices(n, train_split, eval_split, test_split, seed):
+    """(train, eval, test) positions of n rows, each list in its seeded shuffled order."""
+    import numpy as np
+
+    n_train, n_eval, n_test = split_counts(n, train_split, eval_split, test_split)
+    order = [int(i) for i in np.random.default_rng(seed).permutation(n)]
+    return (
+        order[:n_train],
+        order[n - n_eval :] if n_eval else [],
+        order[n_train : n_train + n_test],
     )
-    return rows.select(range(n_train)), evaluation
+
+
+# ---------------------------------------------------------------- (end of the shared core)
+
+
+def load_splits():
+    """The checked rows split (seeded) into training, evaluation and test rows, then the training
+    rows prepared as planned: test near duplicates dropped, oversampled, mixed, augmented.
+    """
+    rows = load_file_rows()
+    try:
+        parts = split_indices(len(rows), TRAIN_SPLIT, EVAL_SPLIT, TEST_SPLIT, SEED)
+    except SplitError as error:
+        raise SystemExit(f"{DATASET_PATH}: {error}") from None
+    train, evaluation, test = (rows.select(part) for part in parts)
+    if TEST_SPLIT or STRATIFY:
+        print(
+            f"Split (seed {SEED}{', stratified by label' if STRATIFY else ''}): {len(train)} training, "
+            f"{len(evaluation)} evaluation and {len(test)} test rows"
+        )
+    # The promise of a test set, checked: none of its rows is trained on.
+    if len(test) and set(train[ROW]) & set(test[ROW]):
+        raise SystemExit("internal error: a test row is among the training rows")
+    return Splits(train, evaluation, test)
+
+
+def load_rows():
+    """The training and evaluation rows (load_splits() without the test rows)."""
+    splits = load_splits()
+    return splits.train, splits.eval
+
+
+def write_test_split(test, output_dir):
+    """The test rows beside the run: test_rows.jsonl (the rows as in the data, in file order)
+    and test_split.json (their 1-based row numbers and the seed), for eval.py and other tools.
+    """
+    test = test.sort(ROW)
+    folder = Path(output_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "test_rows.jsonl", "w", encoding="utf-8") as handle:
+        handle.writelines(
+            json.dumps(
+                {k: v for k, v in row.items() if k != ROW},
+                ensure_ascii=False,
+                default=str,
+            )
+            + "\n"
+            for row in test
+        )
+    split = {
+        "dataset": DATASET_PATH,
+        "seed": SEED,
+        "test_split": TEST_SPLIT,
+        "stratified": STRATIFY,
+        "rows": sorted(test[ROW]),
+    }
+    (folder / "test_split.json").write_text(
+        json.dumps(split, indent=2) + "\n", encoding="utf-8"
+    )
+    print(
+        f"Wrote the {len(test)} test rows (never trained on) to {folder / 'test_rows.jsonl'}"
+    )
+
+
+def in_training_eval_rows(eval_rows):
+    """The capped subset of the held-out rows that evaluations during training read."""
+    if len(eval_rows) > EVAL_EXAMPLES:
+        print(
+            f"Evaluating on {EVAL_EXAMPLES} of the {len(eval_rows)} held-out rows during training (eval.py: all)."
+        )
+        return eval_rows.select(range(EVAL_EXAMPLES))
+    return eval_rows
 
 
 def json_list_field(path):
@@ -380,13 +511,92 @@ def check_data(args):
 
 
 def tokenizing_processes(rows):
-    """Processes for datasets.map: one per CPU core, one per 5,000 rows at most (1 on small data)."""
+    """Processes for datasets.map: one per CPU core, one per 5,000 rows and 32 at most (1 on
+    small data: starting a process costs more than it saves; beyond 32 the writer dominates).
+    """
     cores = (
         len(os.sched_getaffinity(0))
         if hasattr(os, "sched_getaffinity")
         else os.cpu_count() or 1
     )
-    return max(1, min(cores, len(rows) // 5000))
+    return max(1, min(cores, 32, len(rows) // 5000))
+
+
+def tokenize_rows(rows, function, tokenizer, name, **options):
+    """rows.map(function, batched=True) in parallel on large data, cached under a key that is
+    the same in every process and run for the same rows, script and tokenizer.
+
+    datasets' own cache key hashes the function, which differs between processes, so no run
+    could reuse another's work. Under a distributed launch the processes of a node take turns
+    (a file lock): the first tokenizes and writes the cache, the others read it. A lock, not
+    a process-group barrier, because no group exists before the Trainer and a barrier would
+    time out (30 min) on large data.
+    """
+    key = tokenized_key(rows, tokenizer, name)
+    cache = None
+    # Rows held in memory (read with the json module): map caches only when told where.
+    if key is not None and not rows.cache_files:
+        cache = os.path.join(datasets_cache_dir(), f"tokenized-{key}.arrow")
+    processes = tokenizing_processes(rows)
+    with one_process_at_a_time(key):
+        return rows.map(
+            function,
+            fn_kwargs={"tokenizer": tokenizer},
+            batched=True,
+            num_proc=processes if processes > 1 else None,
+            remove_columns=rows.column_names,
+            new_fingerprint=key,
+            cache_file_name=cache,
+            desc=f"tokenizing the {name} split",
+            **options,
+        )
+
+
+def tokenized_key(rows, tokenizer, name):
+    """A cache key from the rows' fingerprint, this script's text (its label code and
+    settings), the tokenizer (vocabulary, added tokens, chat template) and ADD_BOS; None
+    (datasets' own key) when the script's file cannot be read."""
+    script = globals().get("__file__")
+    if not script or not os.path.isfile(script):
+        return None
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    vocabulary = (
+        backend.to_str()
+        if backend is not None
+        else json.dumps(tokenizer.get_vocab(), sort_keys=True)
+    )
+    specials = json.dumps(
+        {k: str(v) for k, v in tokenizer.special_tokens_map.items()}, sort_keys=True
+    )
+    settings = f"{tokenizer.chat_template}|{type(tokenizer).__name__}|{ADD_BOS}"
+    digest = hashlib.sha256()
+    for part in (
+        rows._fingerprint,
+        name,
+        Path(script).read_text(encoding="utf-8"),
+        vocabulary,
+        specials,
+        settings,
+    ):
+        digest.update(part.encode() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def datasets_cache_dir():
+    import datasets
+
+    folder = os.path.join(datasets.config.HF_DATASETS_CACHE, "finetune_gen")
+    os.makedirs(folder, exist_ok=True)
+    return folder
+
+
+def one_process_at_a_time(key):
+    """A lock shared by this node's processes under a distributed launch; nothing otherwise."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or key is None:
+        return contextlib.nullcontext()
+    from filelock import FileLock
+
+    return FileLock(os.path.join(datasets_cache_dir(), f"tokenized-{key}.lock"))
 
 
 CHATML_ROLES = ("system", "user", "assistant", "tool")
@@ -430,6 +640,9 @@ def to_messages(row, index):
                 f"row {index}, message {number}: unknown role {turn['role']!r} (expected one of {CHATML_ROLES})"
             )
         message = {key: value for key, value in turn.items() if value is not None}
+        # Arrow reads the calls as structs with every key any call has: drop the nulls it added.
+        if "tool_calls" in message:
+            message["tool_calls"] = without_nulls(message["tool_calls"])
         message["content"] = message_text(
             turn["content"],
             f"row {index}, message {number}",
@@ -437,6 +650,17 @@ def to_messages(row, index):
         )
         messages.append(message)
     return messages
+
+
+def without_nulls(value):
+    """A JSON value without the null-valued keys Arrow adds to objects read as structs."""
+    if isinstance(value, dict):
+        return {
+            key: without_nulls(item) for key, item in value.items() if item is not None
+        }
+    if isinstance(value, list):
+        return [without_nulls(item) for item in value]
+    return value
 
 
 def default_chat_template():
@@ -508,8 +732,22 @@ def template_facts(tokenizer):
             "system": system,
             "closing": closing,
             "generation_marks": marks,
+            "generation_prompt": generation_prompt(tokenizer, turns[:1]),
         }
     return _TEMPLATE_FACTS[key]
+
+
+def generation_prompt(tokenizer, prompt):
+    """What the template writes after a prompt for the model to continue from (the assistant
+    header: "<|im_start|>assistant\n"), or "" when it cannot be told apart."""
+    try:
+        bare = tokenizer.apply_chat_template(prompt, tokenize=False)
+        asking = tokenizer.apply_chat_template(
+            prompt, tokenize=False, add_generation_prompt=True
+        )
+    except TEMPLATE_ERRORS:
+        return ""
+    return asking[len(bare) :] if asking.startswith(bare) else ""
 
 
 def closing_token(tokenizer, tail):
@@ -595,13 +833,19 @@ def assistant_spans(tokenizer, text, messages, index):
     located, cursor = [], 0  # (role, start, end, message number), in order
     for number, message in enumerate(messages):
         content = message.get("content")
-        if (
-            message["role"] == "system"
-            or not isinstance(content, str)
-            or not content.strip()
-        ):
+        calls = message.get("tool_calls") if message["role"] == "assistant" else None
+        if message["role"] == "system" or not isinstance(content, str):
             continue
-        found = occurrences(text, content, cursor)
+        found = occurrences(text, content, cursor) if content.strip() else []
+        # A turn that calls tools (Llama 3.1 leaves its text out): the rendered calls are learned.
+        if not found and calls:
+            span = tool_call_span(tokenizer, text, calls, cursor, closing)
+            if span is not None:
+                located.append(("assistant", *span))
+                cursor = span[1]
+                continue
+        if not content.strip():
+            continue
         if not found:
             if message["role"] == "assistant":
                 raise DataFormatError(
@@ -633,6 +877,34 @@ def assistant_spans(tokenizer, text, messages, index):
             )
             spans.append((start, end, limit))
     return spans
+
+
+def tool_call_span(tokenizer, text, calls, cursor, closing):
+    """(start, end) of an assistant turn's rendered tool calls: from the end of the assistant
+    header (the generation prompt: what the model continues from at inference) to the last
+    called function's name; the end-of-turn token after it is found by labels_from_spans.
+    None when the template does not show the calls (nothing of that turn is learned)."""
+    header = template_facts(tokenizer)["generation_prompt"]
+    # Some generation prompts open more than the rendered turn has (DeepSeek-R1's "<think>\n"):
+    # fall back to the header up to its end-of-header line.
+    for candidate in dict.fromkeys([header, header.rstrip(), header.split("\n")[0]]):
+        position = text.find(candidate, cursor) if candidate.strip() else -1
+        if position >= 0:
+            start = position + len(candidate)
+            break
+    else:
+        return None
+    ends = [text.find(token, start) for token in closing]
+    turn_end = min([end for end in ends if end >= 0], default=len(text))
+    end = start
+    for call in calls:
+        function = call.get("function", call) if isinstance(call, dict) else None
+        name = function.get("name") if isinstance(function, dict) else None
+        found = text.find(name, end, turn_end) if isinstance(name, str) and name else -1
+        if found < 0:
+            return None
+        end = found + len(name)
+    return start, end
 
 
 def decoded_closing(tokenizer):
@@ -779,11 +1051,14 @@ def encode_batch(batch, tokenizer):
         "problem": problems,
         "truncated": [],
         "unclosed": [],
+        "length": [],
     }
     for row, (ids, labels, unclosed) in zip(
         rows, tokenize_rendered(tokenizer, rendered)
     ):
         out[ROW].append(row[ROW])
+        # The length before truncation (finetune-gen check-data reports it).
+        out["length"].append(len(ids))
         out["input_ids"].append(ids[:MAX_SEQ_LENGTH])
         out["labels"].append(labels[:MAX_SEQ_LENGTH])
         out["truncated"].append(any(label != -100 for label in labels[MAX_SEQ_LENGTH:]))
@@ -798,17 +1073,9 @@ def encode_batch(batch, tokenizer):
 
 def encode_rows(tokenizer, rows, name):
     """Tokenize a split with datasets.map: batched, one process per core on large data, cached
-    by the dataset's fingerprint. Rows that fail keep their problem in a column."""
-    processes = tokenizing_processes(rows)
-    return rows.map(
-        encode_batch,
-        fn_kwargs={"tokenizer": tokenizer},
-        batched=True,
-        batch_size=256,
-        num_proc=processes if processes > 1 else None,
-        remove_columns=rows.column_names,
-        desc=f"tokenizing the {name} split",
-    )
+    (under a distributed launch one process tokenizes, the others read its cache). Rows that
+    fail keep their problem in a column."""
+    return tokenize_rows(rows, encode_batch, tokenizer, name, batch_size=256)
 
 
 def bad_encoded_rows(*splits):
@@ -862,7 +1129,7 @@ def finish_split(tokenizer, encoded, name):
             "tokens; raise training_config.max_seq_length (or MAX_SEQ_LENGTH here)"
         )
     encoded = encoded.select(keep) if len(keep) < len(encoded) else encoded
-    return encoded.remove_columns([ROW, "problem", "truncated", "unclosed"])
+    return encoded.remove_columns([ROW, "problem", "truncated", "unclosed", "length"])
 
 
 def describe_template(tokenizer, rows):
@@ -967,25 +1234,45 @@ def show_example(tokenizer, example):
     print("\n---")
 
 
-class Collator:
-    """Pads to the longest sequence of the batch; padded labels are -100 even when pad == eos."""
+def Collator(pad_token_id, padding_free=False):
+    """TRL's language-model collator, fed with this script's own labels (used as they are).
 
-    def __init__(self, pad_token_id):
-        self.pad_token_id = pad_token_id
+    Padded (the default, and eval.py's): rows padded to the longest of the batch, padded labels
+    -100 even when pad == eos. padding_free=True: the batch is one flattened row with position_ids
+    restarting at 0 for each example (and each example's first label masked), so no example
+    attends to another and no compute goes to padding.
+    """
+    return DataCollatorForLanguageModeling(
+        pad_token_id=pad_token_id, padding_free=padding_free
+    )
 
-    def __call__(self, batch):
-        width = max(len(example["input_ids"]) for example in batch)
-        input_ids, labels, attention = [], [], []
-        for example in batch:
-            pad = width - len(example["input_ids"])
-            input_ids.append(example["input_ids"] + [self.pad_token_id] * pad)
-            labels.append(example["labels"] + [-100] * pad)
-            attention.append([1] * len(example["input_ids"]) + [0] * pad)
-        return {
-            "input_ids": torch.tensor(input_ids),
-            "labels": torch.tensor(labels),
-            "attention_mask": torch.tensor(attention),
-        }
+
+class LanguageModelTrainer(SFTTrainer):
+    """TRL's SFTTrainer on already tokenized examples, with one evaluation forward per batch.
+
+    SFTTrainer computes the loss through its fused LM head (the vocabulary-sized logits are never
+    built); asked for logits at evaluation it would run a second, full forward. Here evaluation
+    takes token_nll's per-sequence sums straight from the fused head's per-token log-probabilities:
+    the same token-weighted perplexity, no logits gathered.
+    """
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        if prediction_loss_only:
+            return super().prediction_step(
+                model, inputs, prediction_loss_only, ignore_keys=ignore_keys
+            )
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            outputs = model(**inputs, use_cache=False, fused_lm_head=True)
+        nll = -outputs.log_probs.float()  # zero where nothing is learned
+        learned = outputs.label_mask
+        loss = nll.sum() / learned.sum().clamp(min=1)
+        sums = torch.stack([nll.sum(1), learned.sum(1).float()], dim=1)
+        return (
+            loss.detach(),
+            sums,
+            sums[:, 1],
+        )  # labels: only so that compute_metrics runs
 
 
 def probe_example(tokenizer, length):
@@ -1002,8 +1289,8 @@ def new_token_ids(tokenizer):
 
 
 def task_model_arguments(tokenizer):
-    """Extra from_pretrained arguments this task needs (none for causal language modelling)."""
-    return {}
+    """Extra from_pretrained arguments: the attention kernel padding-free batches need, if chosen."""
+    return {"attn_implementation": ATTN_IMPLEMENTATION} if ATTN_IMPLEMENTATION else {}
 
 
 def save_generation_config(model, tokenizer, folder):
@@ -1373,7 +1660,7 @@ class Trip:
     batches: list
 
 
-class GuardedTrainer(Trainer):
+class GuardedTrainer(LanguageModelTrainer):
     """The Trainer, reporting each micro-batch's loss and each step's gradient norm to the NaN guard."""
 
     guard = None
@@ -2201,8 +2488,8 @@ def token_nll(logits, labels):
 
     The one perplexity of train.py and eval.py: exp(total NLL / number of label tokens), every
     learned token weighted equally (the Trainer's eval_loss is a mean of per-batch means).
-    Used as the Trainer's preprocess_logits_for_metrics, so only two numbers per sequence
-    are gathered instead of the logits.
+    eval.py sums it over its batches; during training LanguageModelTrainer.prediction_step
+    gathers the same two numbers per sequence from TRL's fused LM head, without the logits.
     """
     if isinstance(logits, (tuple, list)):
         logits = logits[0]
@@ -2230,8 +2517,113 @@ def perplexity_metrics(prediction):
     }
 
 
+def choose_collation(requested="auto"):
+    """The batch layout for this machine, printed with the reason (config.yaml: training.collation).
+
+    padding_free needs a varlen attention kernel to pay off: FlashAttention 2 on an Ampere+ GPU
+    (flattened rows with position_ids; the kernel keeps examples apart). SDPA and eager attention
+    are exact on such rows too but build a mask over the whole row, so without the kernel batches
+    are padded instead, grouped by length so that little of them is padding.
+    """
+    global ATTN_IMPLEMENTATION, PADDING_FREE
+    if requested != "auto":
+        collation, why = requested, "--collation " + requested
+    elif not torch.cuda.is_available():
+        collation, why = (
+            COLLATION_FALLBACK,
+            "no CUDA device, so no varlen attention kernel",
+        )
+    elif importlib.util.find_spec("flash_attn") is None:
+        collation, why = (
+            COLLATION_FALLBACK,
+            "flash-attn is not installed (pip install flash-attn --no-build-isolation)",
+        )
+    elif torch.cuda.get_device_capability()[0] < 8:
+        major, minor = torch.cuda.get_device_capability()
+        collation, why = (
+            COLLATION_FALLBACK,
+            f"FlashAttention 2 needs an Ampere+ GPU; this one is sm_{major}{minor}",
+        )
+    else:
+        collation, why = (
+            "padding_free",
+            "FlashAttention 2 on this GPU: its varlen kernels keep the examples apart",
+        )
+        ATTN_IMPLEMENTATION = "flash_attention_2"
+    # TRL refuses SFTConfig(padding_free=True) with a collator of one's own: the collator does it.
+    PADDING_FREE = collation == "padding_free"
+    expected = (
+        ""
+        if collation == COLLATION
+        else f"; the plan expected {COLLATION} on its target GPU"
+    )
+    print(f"Collation: {collation} ({why}{expected})")
+    return collation
+
+
+def speed_settings(precision, collation, compile_model):
+    """TrainingArguments an expert turns on for this machine; each one printed with why."""
+    cuda = torch.cuda.is_available()
+    ampere = cuda and torch.cuda.get_device_capability()[0] >= 8
+    settings, said = {}, []
+    if collation == "group_by_length":
+        settings.update(
+            train_sampling_strategy="group_by_length", length_column_name="length"
+        )
+        said.append("length-grouped batches (train_sampling_strategy=group_by_length)")
+    said.append(f"precision {precision}" + ("" if cuda else " (the CPU runs fp32)"))
+    if ampere:
+        settings["tf32"] = True
+        said.append("TF32 matmuls (Ampere+)")
+    if cuda and TRAINING_ARGS["optim"] == "adamw_torch":
+        settings["optim"] = "adamw_torch_fused"
+        said.append("fused AdamW (adamw_torch_fused)")
+    if TRAINING_ARGS.get("gradient_checkpointing"):
+        said.append("non-reentrant gradient checkpointing")
+    if cuda:
+        workers = min(4, max(1, (os.cpu_count() or 2) - 1))
+        settings.update(dataloader_num_workers=workers, dataloader_pin_memory=True)
+        said.append(f"{workers} dataloader workers, pinned memory")
+    else:
+        settings["dataloader_pin_memory"] = False  # nothing to pin for without a GPU
+    liger = liger_kernel_off_reason()
+    if liger is None:
+        settings["use_liger_kernel"] = True
+        said.append("Liger kernels")
+    else:
+        said.append(f"Liger kernels off ({liger})")
+    if compile_model:
+        settings["torch_compile"] = True
+        said.append("torch.compile (--compile)")
+    print("Speed: " + "; ".join(said))
+    return settings
+
+
+def liger_kernel_off_reason():
+    """Why Liger's kernels are not used here, or None when they are (imported only if used)."""
+    if not USE_LIGER_KERNEL:
+        return "not planned for this model (config.yaml: use_liger_kernel)"
+    if not torch.cuda.is_available():
+        return "no CUDA device: its Triton kernels need one"
+    if importlib.util.find_spec("liger_kernel") is None:
+        return "liger-kernel is not installed (pip install liger-kernel)"
+    return None
+
+
+def with_lengths(dataset):
+    """The examples with a "length" column (Arrow, computed once) for length-grouped sampling."""
+    if not isinstance(dataset, Dataset):  # probe.py passes a list of examples
+        dataset = Dataset.from_list(list(dataset))
+    if "length" in dataset.column_names:
+        return dataset
+    import pyarrow.compute
+
+    lengths = pyarrow.compute.list_value_length(dataset.data.column("input_ids"))
+    return dataset.add_column("length", lengths.to_pylist())
+
+
 def training_arguments(precision, has_eval, **overrides):
-    """The planned TrainingArguments; `overrides` replace planned values.
+    """The planned SFTConfig; `overrides` replace planned values.
 
     Build them before loading the model: under DeepSpeed ZeRO-3 their existence makes
     from_pretrained shard the weights while loading instead of loading a full copy per process.
@@ -2244,8 +2636,15 @@ def training_arguments(precision, has_eval, **overrides):
     )
     if not has_eval:
         training_args.update(eval_strategy="no", load_best_model_at_end=False)
+    training_args.update(
+        # The examples are tokenized and labelled above (the labels are the source of truth):
+        # TRL neither tokenizes, nor applies a chat template, nor truncates them again.
+        dataset_kwargs={"skip_prepare_dataset": True},
+        max_length=None,
+        remove_unused_columns=False,  # keeps "length" for the sampler; the collator reads only its fields
+    )
     training_args.update(overrides)
-    return TrainingArguments(**training_args)
+    return SFTConfig(**training_args)
 
 
 def build_trainer(model, tokenizer, train_set, eval_set, args):
@@ -2253,12 +2652,11 @@ def build_trainer(model, tokenizer, train_set, eval_set, args):
     trainer = GuardedTrainer(
         model=model,
         args=args,
-        data_collator=Collator(tokenizer.pad_token_id),
-        train_dataset=train_set,
-        eval_dataset=eval_set or None,
+        data_collator=Collator(tokenizer.pad_token_id, padding_free=PADDING_FREE),
+        train_dataset=with_lengths(train_set),
+        eval_dataset=with_lengths(eval_set) if eval_set else None,
         processing_class=tokenizer,
         callbacks=early_stopping(args),
-        preprocess_logits_for_metrics=token_nll,
         compute_metrics=perplexity_metrics,
     )
     trainer.run_monitor = watch(trainer)  # ahead of the trackers: they log what it adds
@@ -2300,11 +2698,15 @@ def train(args):
     if args.check_data:
         return check_data(args)
     precision = setup_precision()
+    collation = choose_collation(args.collation)
     tokenizer = setup_tokenizer()
     with tempfile.TemporaryDirectory() as scratch:  # what will be saved for inference, checked now
         tokenizer.save_pretrained(scratch)
         check_saved_tokenizer(tokenizer, scratch)
-    train_rows, eval_rows = load_rows()
+    train_rows, eval_rows, test_rows = load_splits()
+    if len(test_rows) and int(os.environ.get("RANK", "0")) == 0:
+        write_test_split(test_rows, args.output_dir)
+    eval_rows = in_training_eval_rows(eval_rows)
     train_set, eval_set = build_datasets(tokenizer, train_rows, eval_rows)
     show_example(tokenizer, train_set[0])
     print(f"{len(train_set)} training and {len(eval_set)} evaluation examples")
@@ -2313,6 +2715,7 @@ def train(args):
         "output_dir": args.output_dir,
         **setup_reporting(args.report_to, args.output_dir),
     }
+    overrides.update(speed_settings(precision, collation, args.compile))
     if args.max_steps is not None:
         overrides["max_steps"] = args.max_steps
     checkpoint = None

@@ -8,7 +8,7 @@ What this script does:
   - reads ../reviews.jsonl (custom); 0.9 for training, 0.1 held out for evaluation
   - computes the loss on the label (a sequence-classification head)
   - micro-batch 8 x 2 accumulation steps x 1 GPU(s) = 16 sequences per optimizer step
-  - saves a checkpoint every 2 step(s) (the newest 2 kept), then the result, the tokenizer and the metrics
+  - evaluates 6 held-out rows every 20 step(s); saves a checkpoint every 20 step(s) (the newest 2 kept), then the result, the tokenizer and the metrics
   - the result is the last model trained
 
 Usage:
@@ -18,6 +18,7 @@ Usage:
   python train.py --check-data        # show how one example is tokenized and masked, then stop
   python train.py --check-data --json # the first rows' input_ids, labels and learned text, as JSON
   python train.py --skip-bad-rows     # skip malformed rows (counted) instead of stopping
+  python train.py --compile           # torch.compile the model (opt-in: compile time vs faster steps)
 
 Without a CUDA device it runs on the CPU in fp32 (slow: meant for smoke tests on tiny models).
 """
@@ -27,6 +28,7 @@ import collections
 import contextlib
 import dataclasses
 import gc
+import hashlib
 import importlib.util
 import json
 import math
@@ -59,6 +61,7 @@ DATASET_FORMAT = "custom"
 COLUMNS = {"label": "sentiment", "text": "review"}  # role -> field in the data
 TRAIN_SPLIT = 0.9
 EVAL_SPLIT = 0.1
+EVAL_EXAMPLES = 6  # held-out rows evaluated during training (eval.py: all)
 MAX_SEQ_LENGTH = 128
 PRECISION = "bf16"  # on a GPU; the CPU always runs fp32
 OUTPUT_DIR = "outputs"
@@ -97,9 +100,9 @@ TRAINING_ARGS = {
     "gradient_checkpointing_kwargs": {"use_reentrant": False},
     "logging_steps": 1,
     "eval_strategy": "steps",
-    "eval_steps": 2,
+    "eval_steps": 20,
     "save_strategy": "steps",
-    "save_steps": 2,
+    "save_steps": 20,
     "save_total_limit": 2,
     "load_best_model_at_end": False,
     "metric_for_best_model": "eval_loss",
@@ -112,6 +115,17 @@ REPORT_TO = ["tensorboard"]
 WANDB_PROJECT = ""
 # Stop after this many evaluations without a lower eval_loss; 0: train every planned step.
 EARLY_STOPPING_PATIENCE = 0
+# How micro-batches are laid out (config.yaml: training.collation): expected on the target GPU,
+# and the fallback; choose_collation() checks what this machine offers and prints its choice.
+COLLATION = "group_by_length"
+COLLATION_FALLBACK = "group_by_length"
+USE_LIGER_KERNEL = False  # Liger's fused kernels, on CUDA when installed
+ATTN_IMPLEMENTATION = (
+    None  # "flash_attention_2" for padding-free batches on a GPU; set at start-up
+)
+PADDING_FREE = (
+    False  # flattened batches with position_ids (TRL's collator); set at start-up
+)
 
 
 HERE = Path(__file__).resolve().parent
@@ -173,6 +187,16 @@ def parse_args():
         help="skip (and count) malformed rows instead of stopping",
     )
     parser.add_argument(
+        "--collation",
+        choices=["auto", "padding_free", "group_by_length", "padded"],
+        default="auto",
+        help="batch layout: auto (padding-free with a varlen attention kernel, else length-grouped), "
+        "or forced; padded: random batches padded to their longest (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--compile", action="store_true", help="torch.compile the model (opt-in)"
+    )
+    parser.add_argument(
         "--report-to",
         default=",".join(REPORT_TO),
         help=f"trackers, comma-separated: none, tensorboard, wandb, mlflow, trackio (default: {','.join(REPORT_TO)})",
@@ -198,20 +222,20 @@ class DataFormatError(ValueError):
     """A row that does not match the declared dataset format."""
 
 
-def read_dataset():
-    """The dataset's rows in file order: a local json/jsonl/csv/parquet file or a hub id.
+def read_dataset(name=DATASET_PATH):
+    """A dataset's rows in file order: a local json/jsonl/csv/parquet file or a hub id.
 
     JSON rows whose types Arrow cannot unify (a number where other rows have text, say) are
     read with the json module instead, so that each bad row can be named below.
     """
     builders = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
-    path = Path(local_or_hub(DATASET_PATH))
+    path = Path(local_or_hub(name))
     if not path.exists():
-        return load_dataset(DATASET_PATH, split="train")
+        return load_dataset(name, split="train")
     builder = builders.get(path.suffix.lower())
     if builder is None:
         raise SystemExit(
-            f"{DATASET_PATH}: unsupported file type; use .json, .jsonl, .csv or .parquet"
+            f"{name}: unsupported file type; use .json, .jsonl, .csv or .parquet"
         )
     rows_key = json_list_field(path) if path.suffix.lower() == ".json" else None
     options = {"field": rows_key} if rows_key else {}
@@ -223,11 +247,11 @@ def read_dataset():
         TypeError,
     ) as error:  # Arrow's errors included
         if builder != "json":
-            raise SystemExit(f"{DATASET_PATH}: cannot read the file: {error}") from None
-        return read_json_rows(path, rows_key)
+            raise SystemExit(f"{name}: cannot read the file: {error}") from None
+        return read_json_rows(path, rows_key, name)
 
 
-def read_json_rows(path, rows_key):
+def read_json_rows(path, rows_key, name=DATASET_PATH):
     """Rows of a .json/.jsonl file as Python objects (bad lines become errors naming them)."""
     if path.suffix.lower() == ".json":
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -242,7 +266,7 @@ def read_json_rows(path, rows_key):
                     rows.append(json.loads(line))
                 except ValueError as error:
                     raise SystemExit(
-                        f"{DATASET_PATH}: row {number}: not valid JSON ({error})"
+                        f"{name}: row {number}: not valid JSON ({error})"
                     ) from None
     return rows
 
@@ -296,15 +320,126 @@ def report_bad_rows(problems, total, what="row(s)"):
     )
 
 
-def load_rows():
-    """The checked rows, shuffled and split into training and evaluation rows."""
-    rows = load_file_rows().shuffle(seed=SEED)
-    n_eval = max(1, round(len(rows) * EVAL_SPLIT)) if EVAL_SPLIT > 0 else 0
-    n_train = min(len(rows) - n_eval, max(1, round(len(rows) * TRAIN_SPLIT)))
-    evaluation = (
-        rows.select(range(len(rows) - n_eval, len(rows))) if n_eval else rows.select([])
+# ---------------------------------------------------------------- splits, mixing, augmentation
+# The functions from SplitError to the next section comment are finetune_gen/data_split.py's
+# shared core, rendered here unchanged (those this plan uses): `finetune-gen check-data SPEC`
+# and the planner compute this script's split with the same code.
+
+TEST_SPLIT = 0.0  # held out as a test set: written out with the run, never trained on
+STRATIFY = False  # classification: every split keeps each class's share
+REMOVE_TEST_NEAR_DUPLICATES = False  # drop training rows near a test row
+NEAR_DUP_THRESHOLD = 0.4  # MinHash Jaccard over word 1-2-grams
+# Extra datasets sampled into training against forgetting: path, role -> field, weight or rows.
+MIX = []
+# Augmentation of the training rows (seeded): system prompts, prompt templates, oversampling.
+SYSTEM_PROMPTS = []
+INSTRUCTION_TEMPLATES = []
+OVERSAMPLE = False
+
+Splits = collections.namedtuple("Splits", "train eval test")
+
+
+class SplitError(ValueError):
+    """Split, mix or oversampling settings that do not fit the data."""
+
+
+def split_counts(n, train_split, eval_split, test_split=0.0):
+    """(train, eval, test) row counts of n rows: each split at least 1 row when its share is set."""
+    n_eval = max(1, round(n * eval_split)) if eval_split > 0 else 0
+    n_test = max(1, round(n * test_split)) if test_split > 0 else 0
+    n_train = min(n - n_eval, max(1, round(n * train_split)))
+    n_test = max(0, min(n_test, n - n_eval - n_train))
+    if n_train < 1 or (test_split > 0 and n_test < 1):
+        raise SplitError(
+            f"{n} rows are too few for train_split {train_split}, eval_split {eval_split}"
+            + (f", test_split {test_split}" if test_split else "")
+        )
+    return n_train, n_eval, n_test
+
+
+def split_indices(n, train_split, eval_split, test_split, seed):
+    """(train, eval, test) positions of n rows, each list in its seeded shuffled order."""
+    import numpy as np
+
+    n_train, n_eval, n_test = split_counts(n, train_split, eval_split, test_split)
+    order = [int(i) for i in np.random.default_rng(seed).permutation(n)]
+    return (
+        order[:n_train],
+        order[n - n_eval :] if n_eval else [],
+        order[n_train : n_train + n_test],
     )
-    return rows.select(range(n_train)), evaluation
+
+
+# ---------------------------------------------------------------- (end of the shared core)
+
+
+def load_splits():
+    """The checked rows split (seeded) into training, evaluation and test rows, then the training
+    rows prepared as planned: test near duplicates dropped, oversampled, mixed, augmented.
+    """
+    rows = load_file_rows()
+    try:
+        parts = split_indices(len(rows), TRAIN_SPLIT, EVAL_SPLIT, TEST_SPLIT, SEED)
+    except SplitError as error:
+        raise SystemExit(f"{DATASET_PATH}: {error}") from None
+    train, evaluation, test = (rows.select(part) for part in parts)
+    if TEST_SPLIT or STRATIFY:
+        print(
+            f"Split (seed {SEED}{', stratified by label' if STRATIFY else ''}): {len(train)} training, "
+            f"{len(evaluation)} evaluation and {len(test)} test rows"
+        )
+    # The promise of a test set, checked: none of its rows is trained on.
+    if len(test) and set(train[ROW]) & set(test[ROW]):
+        raise SystemExit("internal error: a test row is among the training rows")
+    return Splits(train, evaluation, test)
+
+
+def load_rows():
+    """The training and evaluation rows (load_splits() without the test rows)."""
+    splits = load_splits()
+    return splits.train, splits.eval
+
+
+def write_test_split(test, output_dir):
+    """The test rows beside the run: test_rows.jsonl (the rows as in the data, in file order)
+    and test_split.json (their 1-based row numbers and the seed), for eval.py and other tools.
+    """
+    test = test.sort(ROW)
+    folder = Path(output_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "test_rows.jsonl", "w", encoding="utf-8") as handle:
+        handle.writelines(
+            json.dumps(
+                {k: v for k, v in row.items() if k != ROW},
+                ensure_ascii=False,
+                default=str,
+            )
+            + "\n"
+            for row in test
+        )
+    split = {
+        "dataset": DATASET_PATH,
+        "seed": SEED,
+        "test_split": TEST_SPLIT,
+        "stratified": STRATIFY,
+        "rows": sorted(test[ROW]),
+    }
+    (folder / "test_split.json").write_text(
+        json.dumps(split, indent=2) + "\n", encoding="utf-8"
+    )
+    print(
+        f"Wrote the {len(test)} test rows (never trained on) to {folder / 'test_rows.jsonl'}"
+    )
+
+
+def in_training_eval_rows(eval_rows):
+    """The capped subset of the held-out rows that evaluations during training read."""
+    if len(eval_rows) > EVAL_EXAMPLES:
+        print(
+            f"Evaluating on {EVAL_EXAMPLES} of the {len(eval_rows)} held-out rows during training (eval.py: all)."
+        )
+        return eval_rows.select(range(EVAL_EXAMPLES))
+    return eval_rows
 
 
 def json_list_field(path):
@@ -378,13 +513,92 @@ def check_data(args):
 
 
 def tokenizing_processes(rows):
-    """Processes for datasets.map: one per CPU core, one per 5,000 rows at most (1 on small data)."""
+    """Processes for datasets.map: one per CPU core, one per 5,000 rows and 32 at most (1 on
+    small data: starting a process costs more than it saves; beyond 32 the writer dominates).
+    """
     cores = (
         len(os.sched_getaffinity(0))
         if hasattr(os, "sched_getaffinity")
         else os.cpu_count() or 1
     )
-    return max(1, min(cores, len(rows) // 5000))
+    return max(1, min(cores, 32, len(rows) // 5000))
+
+
+def tokenize_rows(rows, function, tokenizer, name, **options):
+    """rows.map(function, batched=True) in parallel on large data, cached under a key that is
+    the same in every process and run for the same rows, script and tokenizer.
+
+    datasets' own cache key hashes the function, which differs between processes, so no run
+    could reuse another's work. Under a distributed launch the processes of a node take turns
+    (a file lock): the first tokenizes and writes the cache, the others read it. A lock, not
+    a process-group barrier, because no group exists before the Trainer and a barrier would
+    time out (30 min) on large data.
+    """
+    key = tokenized_key(rows, tokenizer, name)
+    cache = None
+    # Rows held in memory (read with the json module): map caches only when told where.
+    if key is not None and not rows.cache_files:
+        cache = os.path.join(datasets_cache_dir(), f"tokenized-{key}.arrow")
+    processes = tokenizing_processes(rows)
+    with one_process_at_a_time(key):
+        return rows.map(
+            function,
+            fn_kwargs={"tokenizer": tokenizer},
+            batched=True,
+            num_proc=processes if processes > 1 else None,
+            remove_columns=rows.column_names,
+            new_fingerprint=key,
+            cache_file_name=cache,
+            desc=f"tokenizing the {name} split",
+            **options,
+        )
+
+
+def tokenized_key(rows, tokenizer, name):
+    """A cache key from the rows' fingerprint, this script's text (its label code and
+    settings), the tokenizer (vocabulary, added tokens, chat template) and ADD_BOS; None
+    (datasets' own key) when the script's file cannot be read."""
+    script = globals().get("__file__")
+    if not script or not os.path.isfile(script):
+        return None
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    vocabulary = (
+        backend.to_str()
+        if backend is not None
+        else json.dumps(tokenizer.get_vocab(), sort_keys=True)
+    )
+    specials = json.dumps(
+        {k: str(v) for k, v in tokenizer.special_tokens_map.items()}, sort_keys=True
+    )
+    settings = f"{tokenizer.chat_template}|{type(tokenizer).__name__}|{ADD_BOS}"
+    digest = hashlib.sha256()
+    for part in (
+        rows._fingerprint,
+        name,
+        Path(script).read_text(encoding="utf-8"),
+        vocabulary,
+        specials,
+        settings,
+    ):
+        digest.update(part.encode() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def datasets_cache_dir():
+    import datasets
+
+    folder = os.path.join(datasets.config.HF_DATASETS_CACHE, "finetune_gen")
+    os.makedirs(folder, exist_ok=True)
+    return folder
+
+
+def one_process_at_a_time(key):
+    """A lock shared by this node's processes under a distributed launch; nothing otherwise."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or key is None:
+        return contextlib.nullcontext()
+    from filelock import FileLock
+
+    return FileLock(os.path.join(datasets_cache_dir(), f"tokenized-{key}.lock"))
 
 
 def example_text(row, index):
@@ -723,7 +937,7 @@ ROLLBACK_WARMUP_RATIO = 0.03  # warmup (a fraction of all steps) added at each r
 LOSS_SPIKE_FACTOR = 5.0
 SPIKE_WINDOW = 20
 OOM_GUARD = "first_steps"  # off | first_steps | any_step
-OOM_FIRST_STEPS = 10  # first_steps: an OOM this many steps after a start is retried
+OOM_FIRST_STEPS = 20  # first_steps: an OOM this many steps after a start is retried
 # The in-script steps of the seed's memory_pressure ladder, in order; then what to plan instead.
 OOM_LADDER = ["reduce_batch_size", "enable_gradient_checkpointing"]
 OOM_ADVICE = [
@@ -1750,6 +1964,91 @@ def plot_loss_curve(history, path):
 # ---------------------------------------------------------------- training
 
 
+def choose_collation(requested="auto"):
+    """The batch layout for this machine, printed with the reason (config.yaml: training.collation).
+
+    padding_free needs a varlen attention kernel to pay off: FlashAttention 2 on an Ampere+ GPU
+    (flattened rows with position_ids; the kernel keeps examples apart). SDPA and eager attention
+    are exact on such rows too but build a mask over the whole row, so without the kernel batches
+    are padded instead, grouped by length so that little of them is padding.
+    """
+    if requested in ("group_by_length", "padded"):
+        collation, why = requested, "--collation " + requested
+    else:  # padding-free rows have no last real token per example to classify
+        collation, why = (
+            COLLATION_FALLBACK,
+            "classification pools the last real token: padded rows",
+        )
+    expected = (
+        ""
+        if collation == COLLATION
+        else f"; the plan expected {COLLATION} on its target GPU"
+    )
+    print(f"Collation: {collation} ({why}{expected})")
+    return collation
+
+
+def speed_settings(precision, collation, compile_model):
+    """TrainingArguments an expert turns on for this machine; each one printed with why."""
+    cuda = torch.cuda.is_available()
+    ampere = cuda and torch.cuda.get_device_capability()[0] >= 8
+    settings, said = {}, []
+    if collation == "group_by_length":
+        settings.update(
+            train_sampling_strategy="group_by_length", length_column_name="length"
+        )
+        said.append("length-grouped batches (train_sampling_strategy=group_by_length)")
+    said.append(f"precision {precision}" + ("" if cuda else " (the CPU runs fp32)"))
+    if ampere:
+        settings["tf32"] = True
+        said.append("TF32 matmuls (Ampere+)")
+    if cuda and TRAINING_ARGS["optim"] == "adamw_torch":
+        settings["optim"] = "adamw_torch_fused"
+        said.append("fused AdamW (adamw_torch_fused)")
+    if TRAINING_ARGS.get("gradient_checkpointing"):
+        said.append("non-reentrant gradient checkpointing")
+    if cuda:
+        workers = min(4, max(1, (os.cpu_count() or 2) - 1))
+        settings.update(dataloader_num_workers=workers, dataloader_pin_memory=True)
+        said.append(f"{workers} dataloader workers, pinned memory")
+    else:
+        settings["dataloader_pin_memory"] = False  # nothing to pin for without a GPU
+    liger = liger_kernel_off_reason()
+    if liger is None:
+        settings["use_liger_kernel"] = True
+        said.append("Liger kernels")
+    else:
+        said.append(f"Liger kernels off ({liger})")
+    if compile_model:
+        settings["torch_compile"] = True
+        said.append("torch.compile (--compile)")
+    print("Speed: " + "; ".join(said))
+    return settings
+
+
+def liger_kernel_off_reason():
+    """Why Liger's kernels are not used here, or None when they are (imported only if used)."""
+    if not USE_LIGER_KERNEL:
+        return "not planned for this model (config.yaml: use_liger_kernel)"
+    if not torch.cuda.is_available():
+        return "no CUDA device: its Triton kernels need one"
+    if importlib.util.find_spec("liger_kernel") is None:
+        return "liger-kernel is not installed (pip install liger-kernel)"
+    return None
+
+
+def with_lengths(dataset):
+    """The examples with a "length" column (Arrow, computed once) for length-grouped sampling."""
+    if not isinstance(dataset, Dataset):  # probe.py passes a list of examples
+        dataset = Dataset.from_list(list(dataset))
+    if "length" in dataset.column_names:
+        return dataset
+    import pyarrow.compute
+
+    lengths = pyarrow.compute.list_value_length(dataset.data.column("input_ids"))
+    return dataset.add_column("length", lengths.to_pylist())
+
+
 def training_arguments(precision, has_eval, **overrides):
     """The planned TrainingArguments; `overrides` replace planned values.
 
@@ -1774,8 +2073,8 @@ def build_trainer(model, tokenizer, train_set, eval_set, args):
         model=model,
         args=args,
         data_collator=Collator(tokenizer.pad_token_id),
-        train_dataset=train_set,
-        eval_dataset=eval_set or None,
+        train_dataset=with_lengths(train_set),
+        eval_dataset=with_lengths(eval_set) if eval_set else None,
         processing_class=tokenizer,
         callbacks=early_stopping(args),
         compute_metrics=compute_metrics,
@@ -1819,11 +2118,15 @@ def train(args):
     if args.check_data:
         return check_data(args)
     precision = setup_precision()
+    collation = choose_collation(args.collation)
     tokenizer = setup_tokenizer()
     with tempfile.TemporaryDirectory() as scratch:  # what will be saved for inference, checked now
         tokenizer.save_pretrained(scratch)
         check_saved_tokenizer(tokenizer, scratch)
-    train_rows, eval_rows = load_rows()
+    train_rows, eval_rows, test_rows = load_splits()
+    if len(test_rows) and int(os.environ.get("RANK", "0")) == 0:
+        write_test_split(test_rows, args.output_dir)
+    eval_rows = in_training_eval_rows(eval_rows)
     train_set, eval_set = build_datasets(tokenizer, train_rows, eval_rows)
     show_example(tokenizer, train_set[0])
     print(f"{len(train_set)} training and {len(eval_set)} evaluation examples")
@@ -1832,6 +2135,7 @@ def train(args):
         "output_dir": args.output_dir,
         **setup_reporting(args.report_to, args.output_dir),
     }
+    overrides.update(speed_settings(precision, collation, args.compile))
     if args.max_steps is not None:
         overrides["max_steps"] = args.max_steps
     checkpoint = None
