@@ -74,7 +74,7 @@ if limit:
     resource.setrlimit(resource.RLIMIT_AS, (limit * 2**20, limit * 2**20))
 start = time.perf_counter()
 if sys.argv[1] == "check":
-    from finetune_gen.data_report import run_check
+    from finetune_gen.data.report import run_check
     report, _ = run_check(sys.argv[2], task_type="instruction", data_format="alpaca",
                           columns={"input": "input", "prompt": "instruction", "response": "output"},
                           progress=False)
@@ -83,7 +83,7 @@ if sys.argv[1] == "check":
         "near_duplicate_rows": report["duplicates"]["near"]["extra_rows"],
         "problems": report["problems"]["count"]}
 else:
-    from finetune_gen.data_stats import read_stats
+    from finetune_gen.data.stats import read_stats
     stats = read_stats(sys.argv[2], "instruction", "alpaca",
                        {"input": "input", "prompt": "instruction", "response": "output"})
     rows, extra = stats.rows, {"extrapolated": stats.rows_extrapolated}

@@ -23,10 +23,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from finetune_gen.architecture import Architecture
-from finetune_gen.catalog import resolve_model
-from finetune_gen.estimate import CUDA_CONTEXT_GB, TrainingShape, estimate_memory
-from finetune_gen.params import count_params, trainable_params
+from finetune_gen.knowledge.architecture import Architecture
+from finetune_gen.knowledge.catalog import resolve_model
+from finetune_gen.estimate.formulas import CUDA_CONTEXT_GB, TrainingShape, estimate_memory
+from finetune_gen.knowledge.params import count_params, trainable_params
 
 GIB = 2**30 / 1e9  # GB per GiB
 
@@ -564,7 +564,7 @@ def measure_saved_tensors(seq: int = _SAVED_SEQ) -> dict[str, float]:
 
 
 def modelled_saved_tensors(seq: int = _SAVED_SEQ) -> dict[str, float]:
-    from finetune_gen.estimate import _layer_activation_bytes, _layer_constant_bytes
+    from finetune_gen.estimate.formulas import _layer_activation_bytes, _layer_constant_bytes
 
     out = {}
     for label, family, mode, kv, autocast in SAVED_TENSOR_CONFIGS:

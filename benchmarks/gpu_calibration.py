@@ -126,7 +126,7 @@ def build_model(folder: Path, model_id: str) -> Path:
         return folder
     if model_id == "tiny":
         return tiny.build_model(folder, arch="qwen2", template="chatml")
-    from finetune_gen.catalog import resolve_model
+    from finetune_gen.knowledge.catalog import resolve_model
 
     folder.mkdir(parents=True, exist_ok=True)
     tokenizer = tiny.build_tokenizer(folder, template="chatml")
@@ -200,11 +200,11 @@ def worker(run_folder: Path, model_id: str, seqs: list[int], out: Path, deadline
     import torch
     from transformers import TrainerCallback
 
-    from finetune_gen.catalog import get_gpu, resolve_model
-    from finetune_gen.estimate import estimate_memory, flops_per_token
-    from finetune_gen.generate import plan_file
-    from finetune_gen.params import count_params
-    from finetune_gen.shape import shape_for_plan
+    from finetune_gen.knowledge.catalog import get_gpu, resolve_model
+    from finetune_gen.estimate.formulas import estimate_memory, flops_per_token
+    from finetune_gen.api import plan_file
+    from finetune_gen.knowledge.params import count_params
+    from finetune_gen.estimate.shape import shape_for_plan
 
     plan = plan_file(run_folder.parent / "spec.yaml", out_dir=run_folder).plan
     # The model folder holds the catalog's config with random weights: the same architecture
@@ -313,7 +313,7 @@ def worker(run_folder: Path, model_id: str, seqs: list[int], out: Path, deadline
 
 def shape_from_record(record: dict):
     """The estimator's TrainingShape of a measurement (JSON turned the tuples into lists)."""
-    from finetune_gen.estimate import TrainingShape
+    from finetune_gen.estimate.formulas import TrainingShape
 
     fields = dict(record["shape"])
     if isinstance(fields.get("target_modules"), list):
@@ -323,9 +323,9 @@ def shape_from_record(record: dict):
 
 def estimated_allocated_gb(record: dict) -> float:
     """Today's estimate of max_memory_allocated for a recorded measurement (catalog model)."""
-    from finetune_gen.catalog import resolve_model
-    from finetune_gen.estimate import estimate_memory
-    from finetune_gen.params import count_params
+    from finetune_gen.knowledge.catalog import resolve_model
+    from finetune_gen.estimate.formulas import estimate_memory
+    from finetune_gen.knowledge.params import count_params
 
     arch = resolve_model(record["model"]).architecture
     return estimate_memory(arch, count_params(arch), shape_from_record(record)).allocated_gb

@@ -103,7 +103,7 @@ def build_model(folder: Path, tiny_model: bool) -> Path:
         return folder
     if tiny_model:
         return tiny.build_model(folder, arch="qwen2", template="chatml")
-    from finetune_gen.catalog import resolve_model
+    from finetune_gen.knowledge.catalog import resolve_model
 
     folder.mkdir(parents=True, exist_ok=True)
     tokenizer = tiny.build_tokenizer(folder, template="chatml")
@@ -228,7 +228,7 @@ def losses(output_dir: Path) -> list[float]:
 def check_method(work: Path, model: Path, data: Path, method: str, seq_len: int) -> dict:
     log(f"{method}: generating")
     run_folder = generate(work, model, data, method, seq_len)
-    from finetune_gen.generate import plan_file
+    from finetune_gen.api import plan_file
 
     plan = plan_file(run_folder.parent / "spec.yaml", out_dir=run_folder).plan
     result: dict = {"method": method, "run_folder": str(run_folder)}

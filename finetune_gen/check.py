@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .outputs import GENERATED_NAMES
-from .writer import MANIFEST
+from finetune_gen.files.write import MANIFEST
+from finetune_gen.render.outputs import GENERATED_NAMES
 
 # GENERATED_NAMES (the outputs table): names that only the generator writes in a run folder
 # (besides files carrying its header); one of these in DIR that the spec no longer generates
@@ -40,7 +40,11 @@ class FolderDiff:
     def summary(self) -> str:
         parts = [
             f"{label}: {', '.join(names)}"
-            for label, names in (("changed", self.changed), ("missing", self.missing), ("not generated any more", self.extra))
+            for label, names in (
+                ("changed", self.changed),
+                ("missing", self.missing),
+                ("not generated any more", self.extra),
+            )
             if names
         ]
         return "; ".join(parts)
@@ -78,7 +82,11 @@ def generated_files_in(folder: Path) -> set[str]:
     found |= {name for name in _manifest_names(folder) if (folder / name).is_file()}
     for path in folder.rglob("*"):
         relative = path.relative_to(folder)
-        if path.is_file() and not (set(relative.parts[:-1]) & SKIPPED_DIRS) and _looks_generated(path):
+        if (
+            path.is_file()
+            and not (set(relative.parts[:-1]) & SKIPPED_DIRS)
+            and _looks_generated(path)
+        ):
             found.add(relative.as_posix())
     return found
 
@@ -110,7 +118,9 @@ def compare_folder(files: dict[str, str], folder: Path) -> FolderDiff:
                 )
             )
         )
-    result.diff = "".join(chunk if chunk.endswith("\n") else chunk + "\n" for chunk in chunks if chunk)
+    result.diff = "".join(
+        chunk if chunk.endswith("\n") else chunk + "\n" for chunk in chunks if chunk
+    )
     return result
 
 
@@ -131,12 +141,21 @@ def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def _show(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, sort_keys=True) if isinstance(value, (list, dict, str)) else str(value)
+    return (
+        json.dumps(value, ensure_ascii=False, sort_keys=True)
+        if isinstance(value, (list, dict, str))
+        else str(value)
+    )
 
 
 def _change_line(key: str, old: Any, new: Any) -> str:
     line = f"  {key}: {_show(old)} -> {_show(new)}"
-    if isinstance(old, (int, float)) and isinstance(new, (int, float)) and not isinstance(old, bool) and old:
+    if (
+        isinstance(old, (int, float))
+        and isinstance(new, (int, float))
+        and not isinstance(old, bool)
+        and old
+    ):
         line += f"  ({(new - old) / abs(old) * 100:+.0f}%)"
     return line
 
@@ -162,7 +181,9 @@ def _without_header(text: str) -> str:
     return _HEADER_LINE.sub(HEADER, text)
 
 
-def spec_diff(old: dict[str, Any], new: dict[str, Any], old_files: dict[str, str], new_files: dict[str, str]) -> str:
+def spec_diff(
+    old: dict[str, Any], new: dict[str, Any], old_files: dict[str, str], new_files: dict[str, str]
+) -> str:
     """The text of `finetune-gen diff`: plan, estimate and run-folder files that change."""
     sections = []
     for title, name in (("plan", "plan"), ("estimate", "estimated_resources")):
@@ -171,8 +192,12 @@ def spec_diff(old: dict[str, Any], new: dict[str, Any], old_files: dict[str, str
     added = sorted(set(new_files) - set(old_files))
     removed = sorted(set(old_files) - set(new_files))
     changed = sorted(
-        n for n in set(old_files) & set(new_files) if _without_header(old_files[n]) != _without_header(new_files[n])
+        n
+        for n in set(old_files) & set(new_files)
+        if _without_header(old_files[n]) != _without_header(new_files[n])
     )
-    file_lines = [f"  + {n}" for n in added] + [f"  - {n}" for n in removed] + [f"  ~ {n}" for n in changed]
+    file_lines = (
+        [f"  + {n}" for n in added] + [f"  - {n}" for n in removed] + [f"  ~ {n}" for n in changed]
+    )
     sections.append("run folder:\n" + ("\n".join(file_lines) if file_lines else "  (no change)"))
     return "\n\n".join(sections) + "\n"

@@ -14,8 +14,8 @@ from typing import Any, Callable
 
 import click
 
-from . import __version__
-from .errors import FinetuneGenError
+from finetune_gen import __version__
+from finetune_gen.errors import FinetuneGenError
 
 SPEC = click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
 
@@ -37,7 +37,10 @@ def handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:
             click.echo(f"error: {printable(where)}{error.strerror or error}", err=True)
             sys.exit(2)
         except (RecursionError, MemoryError) as error:
-            click.echo(f"error: the input is too large or too deeply nested ({type(error).__name__})", err=True)
+            click.echo(
+                f"error: the input is too large or too deeply nested ({type(error).__name__})",
+                err=True,
+            )
             sys.exit(2)
         except Exception as error:  # a bug: say so plainly; the traceback is one variable away
             if os.environ.get("FINETUNE_GEN_DEBUG"):
@@ -56,7 +59,7 @@ def handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:
 def printable(text: Any) -> str:
     """One line on the terminal: a newline or escape sequence in a file name (or any value a
     message quotes) is shown escaped, so it can neither split a message nor drive the terminal."""
-    from .quoting import one_line
+    from finetune_gen.render.quoting import one_line
 
     return one_line(text, limit=2000)
 
@@ -86,7 +89,11 @@ def main() -> None:
 @main.command()
 @SPEC
 @click.option("-o", "--output", "out_dir", type=str, help="Run folder to write.")
-@click.option("--force", is_flag=True, help="Overwrite the generated files in a non-empty folder (others are kept).")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Overwrite the generated files in a non-empty folder (others are kept).",
+)
 @click.option(
     "--format",
     "fmt",
@@ -95,14 +102,18 @@ def main() -> None:
     show_default=True,
     help="files: the run folder; json: the output object on stdout; notebook: a Jupyter notebook in -o.",
 )
-@click.option("--strict", is_flag=True, help="Fail (exit 3) instead of changing a value the spec set.")
+@click.option(
+    "--strict", is_flag=True, help="Fail (exit 3) instead of changing a value the spec set."
+)
 @click.option(
     "--check",
     is_flag=True,
     help="Write nothing: exit 0 when -o DIR holds what SPEC generates now, 1 with a unified diff when not.",
 )
 @handle_errors
-def generate(spec: Path, out_dir: str | None, force: bool, fmt: str, strict: bool, check: bool) -> None:
+def generate(
+    spec: Path, out_dir: str | None, force: bool, fmt: str, strict: bool, check: bool
+) -> None:
     """Write the run folder for SPEC: train.py, configs, launch.sh, eval.py, estimates.
 
     \b
@@ -111,18 +122,20 @@ def generate(spec: Path, out_dir: str | None, force: bool, fmt: str, strict: boo
       finetune-gen generate spec.yaml --format json | jq .estimated_resources
       finetune-gen generate spec.yaml -o run/ --check   # CI: is the committed run/ up to date?
     """
-    from .errors import SpecError
-    from .generate import generate as build
-    from .quoting import one_line, shell_word
-    from .summary import summary_text
-    from .writer import write_run_folder
+    from finetune_gen.api import generate as build
+    from finetune_gen.errors import SpecError
+    from finetune_gen.files.write import write_run_folder
+    from finetune_gen.render.quoting import one_line, shell_word
+    from finetune_gen.render.summary import summary_text
 
     if out_dir is not None and not out_dir.strip():
         raise SpecError("-o: the run folder's path is empty")
     if fmt != "json" and out_dir is None:
         raise SpecError("generate: -o DIR is required (or use --format json)")
     if check and (fmt == "json" or out_dir is None):
-        raise SpecError("generate --check: compares with a folder; give -o DIR (files or notebook format)")
+        raise SpecError(
+            "generate --check: compares with a folder; give -o DIR (files or notebook format)"
+        )
     result = build(spec, out_dir=out_dir, strict=strict)
     if fmt == "json":
         click.echo(json.dumps(result.output_object(), indent=2, sort_keys=True))
@@ -130,7 +143,7 @@ def generate(spec: Path, out_dir: str | None, force: bool, fmt: str, strict: boo
         return
     files = result.files
     if fmt == "notebook":
-        from .notebook import notebook_file
+        from finetune_gen.notebook import notebook_file
 
         files = {"finetune.ipynb": notebook_file(result)}
     assert out_dir is not None
@@ -147,12 +160,14 @@ def generate(spec: Path, out_dir: str | None, force: bool, fmt: str, strict: boo
             "Kept, though this plan does not produce them (edited since generated): "
             + ", ".join(report.kept_edited)
         )
-    click.echo(f"Next: cd {shell_word(out_dir)} && bash launch.sh --probe   # check the estimate on your GPU")
+    click.echo(
+        f"Next: cd {shell_word(out_dir)} && bash launch.sh --probe   # check the estimate on your GPU"
+    )
 
 
 def check_folder(files: dict[str, str], out_dir: Path) -> None:
     """`generate --check`: exit 0 when up to date, 1 with the unified diff when not."""
-    from .check import compare_folder
+    from finetune_gen.check import compare_folder
 
     result = compare_folder(files, out_dir)
     if result.clean:
@@ -167,12 +182,14 @@ def check_folder(files: dict[str, str], out_dir: Path) -> None:
 @main.command()
 @click.argument("old_spec", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("new_spec", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--strict", is_flag=True, help="Fail (exit 3) instead of changing a value the spec set.")
+@click.option(
+    "--strict", is_flag=True, help="Fail (exit 3) instead of changing a value the spec set."
+)
 @handle_errors
 def diff(old_spec: Path, new_spec: Path, strict: bool) -> None:
     """Show how the plan, the estimate and the run folder change from OLD_SPEC to NEW_SPEC."""
-    from .check import spec_diff
-    from .generate import generate as build
+    from finetune_gen.api import generate as build
+    from finetune_gen.check import spec_diff
 
     old = build(old_spec, strict=strict)
     new = build(new_spec, strict=strict)
@@ -182,13 +199,20 @@ def diff(old_spec: Path, new_spec: Path, strict: bool) -> None:
 
 @main.command()
 @SPEC
-@click.option("--json", "as_json", is_flag=True, help="Print the plan and estimated_resources objects as JSON.")
-@click.option("--strict", is_flag=True, help="Fail (exit 3) instead of changing a value the spec set.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the plan and estimated_resources objects as JSON.",
+)
+@click.option(
+    "--strict", is_flag=True, help="Fail (exit 3) instead of changing a value the spec set."
+)
 @handle_errors
 def plan(spec: Path, as_json: bool, strict: bool) -> None:
     """Show what SPEC resolves to: every decision and why, the memory breakdown, the fallbacks."""
-    from .generate import plan_file
-    from .summary import summary_text
+    from finetune_gen.api import plan_file
+    from finetune_gen.render.summary import summary_text
 
     planned = plan_file(spec, strict=strict)
     resolved, resources = planned.plan, planned.resources
@@ -204,17 +228,23 @@ def plan(spec: Path, as_json: bool, strict: bool) -> None:
 @handle_errors
 def validate(spec: Path) -> None:
     """Check SPEC against the schema only (no model or data look-ups)."""
-    from .spec import load_spec
+    from finetune_gen.spec.load import load_spec
 
     load_spec(spec)
     click.echo(f"{spec}: valid")
 
 
 @main.command()
-@click.option("--output", type=click.Choice(["spec", "output"]), default="spec", show_default=True, help="Which schema.")
+@click.option(
+    "--output",
+    type=click.Choice(["spec", "output"]),
+    default="spec",
+    show_default=True,
+    help="Which schema.",
+)
 def schema(output: str) -> None:
     """Print the JSON Schema of the spec (or of the output object)."""
-    from .schemas import schema_text
+    from finetune_gen.spec.schemas import schema_text
 
     click.echo(schema_text(output), nl=False)
 
@@ -225,8 +255,8 @@ def schema(output: str) -> None:
 @handle_errors
 def init(path: Path, force: bool) -> None:
     """Write a commented starter spec to PATH (default finetune.yaml)."""
-    from .errors import SpecError
-    from .starter import STARTER_SPEC
+    from finetune_gen.errors import SpecError
+    from finetune_gen.spec.starter import STARTER_SPEC
 
     if path.exists() and not force:
         raise SpecError(f"{path}: exists; pass --force to overwrite it")
@@ -238,7 +268,7 @@ def init(path: Path, force: bool) -> None:
 @click.option("--gpus", "show_gpus", is_flag=True, help="List the GPU catalog instead of models.")
 def models(show_gpus: bool) -> None:
     """List the model catalog (or, with --gpus, the GPU catalog)."""
-    from .catalog import list_gpus, list_models
+    from finetune_gen.knowledge.catalog import list_gpus, list_models
 
     if show_gpus:
         click.echo(f"{'name':<14} {'memory':>7} {'bf16':>5} {'TFLOPs':>7} {'$/h':>6}  display")
@@ -248,28 +278,66 @@ def models(show_gpus: bool) -> None:
                 f"{gpu.tflops_bf16 if gpu.supports_bf16 else gpu.tflops_fp16:>7g} {gpu.price_usd_hour:>6.2f}  {gpu.display}"
             )
         return
-    from .params import count_params
+    from finetune_gen.knowledge.params import count_params
 
     click.echo(f"{'id':<48} {'params':>9} {'context':>8}  type")
     for entry in list_models():
-        from .architecture import Architecture
+        from finetune_gen.knowledge.architecture import Architecture
 
         arch = Architecture.from_config(entry.config)
         total = count_params(arch).total
-        click.echo(f"{entry.id:<48} {total / 1e9:>8.2f}B {arch.max_position_embeddings:>8}  {arch.model_type}")
+        click.echo(
+            f"{entry.id:<48} {total / 1e9:>8.2f}B {arch.max_position_embeddings:>8}  {arch.model_type}"
+        )
 
 
 @main.command("check-data")
 @click.argument("source", type=click.Path(dir_okay=True, path_type=Path))
-@click.option("--format", "data_format", type=click.Choice(["alpaca", "sharegpt", "chatml", "custom"]), help="SOURCE is a data file in this format (else SOURCE is a spec).")
-@click.option("--columns", "column_args", multiple=True, metavar="ROLE=FIELD", help="Field mapping, e.g. --columns prompt=question --columns response=answer.")
-@click.option("--task", "task_type", type=click.Choice(["instruction", "chat", "classification", "generation"]), help="Task (default: from the columns).")
-@click.option("--tokenizer", "tokenizer_dir", type=click.Path(path_type=Path), help="Count real tokens with this tokenizer folder.")
-@click.option("--max-seq-length", type=click.IntRange(min=1), help="Count the rows longer than this.")
-@click.option("--near-dup-threshold", type=click.FloatRange(0.05, 1.0), help="MinHash Jaccard threshold for near duplicates (default 0.4).")
-@click.option("--min-per-class", type=click.IntRange(min=1), help="Warn for classes with fewer rows (default 10).")
+@click.option(
+    "--format",
+    "data_format",
+    type=click.Choice(["alpaca", "sharegpt", "chatml", "custom"]),
+    help="SOURCE is a data file in this format (else SOURCE is a spec).",
+)
+@click.option(
+    "--columns",
+    "column_args",
+    multiple=True,
+    metavar="ROLE=FIELD",
+    help="Field mapping, e.g. --columns prompt=question --columns response=answer.",
+)
+@click.option(
+    "--task",
+    "task_type",
+    type=click.Choice(["instruction", "chat", "classification", "generation"]),
+    help="Task (default: from the columns).",
+)
+@click.option(
+    "--tokenizer",
+    "tokenizer_dir",
+    type=click.Path(path_type=Path),
+    help="Count real tokens with this tokenizer folder.",
+)
+@click.option(
+    "--max-seq-length", type=click.IntRange(min=1), help="Count the rows longer than this."
+)
+@click.option(
+    "--near-dup-threshold",
+    type=click.FloatRange(0.05, 1.0),
+    help="MinHash Jaccard threshold for near duplicates (default 0.4).",
+)
+@click.option(
+    "--min-per-class",
+    type=click.IntRange(min=1),
+    help="Warn for classes with fewer rows (default 10).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the whole report as JSON.")
-@click.option("--write-clean", "clean_out", type=click.Path(path_type=Path), help="Write a deduplicated, filtered copy (same format) and its report.json.")
+@click.option(
+    "--write-clean",
+    "clean_out",
+    type=click.Path(path_type=Path),
+    help="Write a deduplicated, filtered copy (same format) and its report.json.",
+)
 @handle_errors
 def check_data(
     source: Path,
@@ -293,7 +361,7 @@ def check_data(
       finetune-gen check-data data.jsonl --format sharegpt --write-clean clean.jsonl
     Exit 2 when rows do not match the format (each listed with its row number).
     """
-    from .data_cli import check_data_command
+    from finetune_gen.data_cli import check_data_command
 
     check_data_command(
         source,
@@ -311,17 +379,49 @@ def check_data(
 
 @main.command("check-contamination")
 @click.argument("train", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--against", "against", multiple=True, required=True, type=click.Path(dir_okay=False, path_type=Path), help="An evaluation or benchmark file (repeat for several).")
-@click.option("--format", "data_format", type=click.Choice(["alpaca", "sharegpt", "chatml", "custom"]), default=None, help="Read only this format's content fields (default: every string value).")
-@click.option("--n", "ngram", type=int, default=13, show_default=True, help="N-gram length in words.")
-@click.option("--common-rows", type=int, default=None, help="Ignore n-grams in at least K training rows (default: 10, or half the rows of a small set).")
-@click.option("--threshold", type=float, default=0.0, show_default=True, help="Flag a row when more than this share of its n-grams is in training.")
+@click.option(
+    "--against",
+    "against",
+    multiple=True,
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="An evaluation or benchmark file (repeat for several).",
+)
+@click.option(
+    "--format",
+    "data_format",
+    type=click.Choice(["alpaca", "sharegpt", "chatml", "custom"]),
+    default=None,
+    help="Read only this format's content fields (default: every string value).",
+)
+@click.option(
+    "--n", "ngram", type=int, default=13, show_default=True, help="N-gram length in words."
+)
+@click.option(
+    "--common-rows",
+    type=int,
+    default=None,
+    help="Ignore n-grams in at least K training rows (default: 10, or half the rows of a small set).",
+)
+@click.option(
+    "--threshold",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Flag a row when more than this share of its n-grams is in training.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--fail", is_flag=True, help="Exit 1 when any row is flagged (for CI).")
 @handle_errors
 def check_contamination(
-    train: Path, against: tuple[Path, ...], data_format: str | None, ngram: int,
-    common_rows: int | None, threshold: float, as_json: bool, fail: bool,
+    train: Path,
+    against: tuple[Path, ...],
+    data_format: str | None,
+    ngram: int,
+    common_rows: int | None,
+    threshold: float,
+    as_json: bool,
+    fail: bool,
 ) -> None:
     """N-gram overlap of TRAIN's text (values, not keys) with each --against file.
 
@@ -329,9 +429,16 @@ def check_contamination(
     JSONL, JSON, CSV or parquet, any dataset format. Example:
       finetune-gen check-contamination data/train.jsonl --against data/test.jsonl --against mmlu.parquet
     """
-    from .contamination import check_files, report_text
+    from finetune_gen.data.contamination import check_files, report_text
 
-    report = check_files(train, list(against), data_format=data_format, n=ngram, common_rows=common_rows, threshold=threshold)
+    report = check_files(
+        train,
+        list(against),
+        data_format=data_format,
+        n=ngram,
+        common_rows=common_rows,
+        threshold=threshold,
+    )
     click.echo(json.dumps(report, indent=2, sort_keys=True) if as_json else report_text(report))
     if fail and any(result["flagged"] for result in report["against"].values()):
         sys.exit(1)

@@ -9,17 +9,17 @@ from typing import Any
 
 import click
 
-from .data_check import MIN_PER_CLASS, NEAR_DUP_THRESHOLD
-from .data_stats import resolve_columns
-from .errors import FinetuneGenError, SpecError
-from .tasks import TASKS
+from finetune_gen.data.check import MIN_PER_CLASS, NEAR_DUP_THRESHOLD
+from finetune_gen.data.stats import resolve_columns
+from finetune_gen.errors import FinetuneGenError, SpecError
+from finetune_gen.variants.tasks import TASKS
 
 SPEC_SUFFIXES = (".yaml", ".yml", ".json")
 TASK_ROLES = {name: entry.roles for name, entry in TASKS.items()}
 
 
 def parse_columns(args: tuple[str, ...]) -> dict[str, str]:
-    from .spec import COLUMN_ROLES
+    from finetune_gen.models.spec import COLUMN_ROLES
 
     columns: dict[str, str] = {}
     for arg in args:
@@ -60,7 +60,7 @@ def _splits(
 ) -> dict[str, Any]:
     """The split train.py will make of these rows (row numbers of the test set, 1-based);
     stratified by the label column when the spec says so (the same code as train.py's)."""
-    from .data_split import split_rows, stratified_split
+    from finetune_gen.data.split import split_rows, stratified_split
 
     ds = spec.dataset
     shares = {
@@ -71,7 +71,7 @@ def _splits(
     }
     try:
         if ds.stratify and data_path is not None and columns and "label" in columns:
-            from .data_read import DataReader
+            from finetune_gen.data.read import DataReader
 
             labels = [
                 record.value.get(columns["label"])
@@ -106,7 +106,12 @@ def check_data_command(
     as_json: bool,
     clean_out: Path | None,
 ) -> None:
-    from .data_report import has_tokenizer, problem_lines, run_check, summary_table
+    from finetune_gen.data.report import (
+        has_tokenizer,
+        problem_lines,
+        run_check,
+        summary_table,
+    )
 
     is_data = data_format is not None or source.suffix.lower() in (".jsonl", ".csv", ".parquet")
     model_path, model_local = "", False
@@ -131,8 +136,8 @@ def check_data_command(
             raise SpecError(
                 "--columns: only with a data file and --format (a spec has dataset.columns)"
             )
-        from .generate import _localize
-        from .spec import load_spec
+        from finetune_gen.api import _localize
+        from finetune_gen.spec.load import load_spec
 
         spec = load_spec(source)
         spec_dir = source.resolve().parent
@@ -169,7 +174,7 @@ def check_data_command(
         min_per_class=minimum,
     )
     report["path"] = shown
-    # What dataset.report matches a training file by (finetune_gen/data_prep_plan.py).
+    # What dataset.report matches a training file by (finetune_gen/planning/data_prep.py).
     report["data_file"] = str(Path(data_path).resolve())
     report["data_bytes"] = Path(data_path).stat().st_size if Path(data_path).is_file() else None
     if report["rows"] == 0:
@@ -186,7 +191,7 @@ def check_data_command(
         report["training_examples"], label_problems = _training_examples(source, spec)
     cleaned: dict[str, Any] | None = None
     if clean_out is not None:
-        from .data_clean import write_clean
+        from finetune_gen.data.clean import write_clean
 
         cleaned = write_clean(data_path, clean_out, checker)
         report["clean"] = {k: cleaned[k] for k in ("output", "report", "rows_in", "rows_out")} | {
@@ -198,7 +203,9 @@ def check_data_command(
         from rich.console import Console
 
         Console(soft_wrap=False).print(summary_table(report))
-        from .quoting import one_line  # a value quoted from the data stays on its line
+        from finetune_gen.render.quoting import (
+            one_line,  # a value quoted from the data stays on its line
+        )
 
         for warning in report["warnings"]:
             click.echo(f"warning: {one_line(warning, limit=2000)}")
@@ -226,7 +233,7 @@ def check_data_command(
                 f"({cleaned['dropped']['count']} dropped, why in {cleaned['report']})"
             )
         if "training_examples" in report:
-            from .label_check import label_lines
+            from finetune_gen.label_check import label_lines
 
             examples = report["training_examples"]
             lines = (
@@ -254,7 +261,7 @@ def _training_examples(source: Path, spec: Any) -> tuple[dict[str, Any], list[st
     """The generated train.py's label builder on the data (the model folder is local), and
     what in it would stop training; {"error": ...} when it cannot run (the reason why)."""
     try:
-        from .label_check import label_problems, label_report
+        from finetune_gen.label_check import label_problems, label_report
 
         report = label_report(source)
     except FinetuneGenError as error:  # the spec does not plan (nothing fits, ...)

@@ -31,7 +31,9 @@ class NoFitError(FinetuneGenError):
 
     exit_code = 3
 
-    def __init__(self, message: str, *, head: str = "", tail: str = "", problems: list[str] | None = None):
+    def __init__(
+        self, message: str, *, head: str = "", tail: str = "", problems: list[str] | None = None
+    ):
         super().__init__(message, problems=problems)
         self.head = head
         self.tail = tail
@@ -39,7 +41,9 @@ class NoFitError(FinetuneGenError):
     def with_suggestion(self, suggestion: str) -> "NoFitError":
         if not (self.head and suggestion):
             return self
-        return NoFitError(" ".join(filter(None, [self.head, f"What would fit: {suggestion}.", self.tail])))
+        return NoFitError(
+            " ".join(filter(None, [self.head, f"What would fit: {suggestion}.", self.tail]))
+        )
 
 
 def short_repr(value: Any, limit: int = 60) -> str:

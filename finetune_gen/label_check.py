@@ -26,7 +26,7 @@ SFT_TASKS = ("instruction", "chat")
 
 def load_generated_script(spec_path: Path, folder: Path) -> Any:
     """The train.py that `generate` writes for the spec, imported as a module from `folder`."""
-    from .generate import generate
+    from finetune_gen.api import generate
 
     generated = generate(spec_path, out_dir=folder)
     script = folder / "train.py"

@@ -13,7 +13,7 @@ import re
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .generate import Generated
+    from finetune_gen.api import Generated
 
 # The order the files are written in: what a reader wants to see first.
 FIRST_FILES = ("config.yaml", "requirements.txt", "train.py", "eval.py", "launch.sh")
@@ -36,7 +36,7 @@ def run(*command):
         raise RuntimeError(f"{' '.join(command)} failed with exit code {process.returncode}")
 '''
 
-INSTALL_CELL = '''\
+INSTALL_CELL = """\
 # Install the packages in requirements.txt that this kernel cannot import yet.
 import importlib.util
 import re
@@ -50,9 +50,9 @@ if missing:
     run(sys.executable, "-m", "pip", "install", "-q", "-r", "requirements.txt")
 else:
     print("every package in requirements.txt is installed")
-'''
+"""
 
-DATA_PREVIEW_CELL = '''\
+DATA_PREVIEW_CELL = """\
 # The first rows as train.py reads them (its own loader and split), then one example with
 # its masking: [masked] tokens are context, <<learned>> tokens carry the loss.
 import importlib
@@ -63,11 +63,16 @@ importlib.reload(train)
 train_rows, eval_rows = train.load_rows()
 print(f"{len(train_rows)} training rows, {len(eval_rows)} evaluation rows")
 train_rows.select(range(min(3, len(train_rows)))).to_pandas()
-'''
+"""
 
 
 def _cell(index: int, kind: str, text: str) -> dict:
-    cell = {"cell_type": kind, "id": f"cell-{index:02d}", "metadata": {}, "source": text.splitlines(keepends=True)}
+    cell = {
+        "cell_type": kind,
+        "id": f"cell-{index:02d}",
+        "metadata": {},
+        "source": text.splitlines(keepends=True),
+    }
     if kind == "code":
         cell.update(execution_count=None, outputs=[])
     return cell
@@ -98,9 +103,16 @@ def notebook_cells(result: "Generated") -> list[tuple[str, str]]:
             + (" and merge the adapter" if "merge.py" in files else "")
             + ".\n\n"
             + _section(readme, "The plan")
-            + ("\n" + _section(readme, "Read before running") if "## Read before running" in readme else ""),
+            + (
+                "\n" + _section(readme, "Read before running")
+                if "## Read before running" in readme
+                else ""
+            ),
         ),
-        ("markdown", "## The run folder\n\nThe generated files, exactly as `finetune-gen generate -o` writes them."),
+        (
+            "markdown",
+            "## The run folder\n\nThe generated files, exactly as `finetune-gen generate -o` writes them.",
+        ),
     ]
     for name in _ordered(files):
         cells.append(("code", f"%%writefile {name}\n{files[name]}"))
@@ -108,7 +120,10 @@ def notebook_cells(result: "Generated") -> list[tuple[str, str]]:
         ("markdown", "## Setup"),
         ("code", RUN_HELPER),
         ("code", INSTALL_CELL),
-        ("markdown", "## The data\n\nThe first rows, then how one example is tokenized and which tokens are learned."),
+        (
+            "markdown",
+            "## The data\n\nThe first rows, then how one example is tokenized and which tokens are learned.",
+        ),
         ("code", DATA_PREVIEW_CELL),
         ("code", 'run(sys.executable, "train.py", "--check-data")'),
         (
@@ -122,7 +137,10 @@ def notebook_cells(result: "Generated") -> list[tuple[str, str]]:
     ]
     if "merge.py" in files:
         cells += [
-            ("markdown", "## Merge\n\nThe adapter merged into the base model, checked against base + adapter."),
+            (
+                "markdown",
+                "## Merge\n\nThe adapter merged into the base model, checked against base + adapter.",
+            ),
             ("code", 'run(sys.executable, "merge.py")'),
         ]
     if "serve.sh" in files:

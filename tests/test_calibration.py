@@ -49,12 +49,12 @@ def test_a_record_rebuilds_the_shape_the_estimate_used():
     """The harness itself: a recorded shape (JSON) is the estimator's shape again."""
     import json
 
-    from finetune_gen.catalog import resolve_model
-    from finetune_gen.estimate import estimate_memory
-    from finetune_gen.params import count_params
-    from finetune_gen.planner import plan_spec
-    from finetune_gen.shape import shape_for_plan
-    from finetune_gen.spec import parse_spec
+    from finetune_gen.knowledge.catalog import resolve_model
+    from finetune_gen.estimate.formulas import estimate_memory
+    from finetune_gen.knowledge.params import count_params
+    from finetune_gen.planning.planner import plan_spec
+    from finetune_gen.estimate.shape import shape_for_plan
+    from finetune_gen.models.spec import parse_spec
 
     spec = parse_spec(
         {

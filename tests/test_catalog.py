@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from finetune_gen import catalog
-from finetune_gen.catalog import (
+from finetune_gen.knowledge import catalog
+from finetune_gen.knowledge.catalog import (
     chat_template_family_of,
     get_gpu,
     get_model,
@@ -469,7 +469,7 @@ def test_guess_gpu():
 
 def test_import_does_not_load_torch():
     code = (
-        "import sys, finetune_gen.catalog as c, finetune_gen.params as p;"
+        "import sys, finetune_gen.knowledge.catalog as c, finetune_gen.knowledge.params as p;"
         "r = c.resolve_model('meta-llama/Llama-3.1-8B'); c.list_gpus();"
         "p.count_params(r.architecture); p.trainable_params(r.architecture, 'lora');"
         "heavy = [m for m in ('torch', 'transformers', 'peft') if m in sys.modules];"

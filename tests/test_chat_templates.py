@@ -283,7 +283,7 @@ def test_check_data_json_and_two_training_steps(tmp_path, tiny_models, name):
 @pytest.mark.parametrize("name", TEMPLATED)
 def test_plan_time_reading_of_the_system_role_matches_the_script(name):
     """finetune_gen reads the template's system role without transformers, like train.py does."""
-    from finetune_gen.prompts import template_system_role
+    from finetune_gen.knowledge.prompts import template_system_role
 
     assert template_system_role(FAMILIES[name].template) == FAMILIES[name].system
 

@@ -19,7 +19,7 @@ EXAMPLE = "examples/llama-lora-alpaca.yaml"
 
 
 def test_json_output_object_matches_the_contract():
-    from finetune_gen.output import OutputObject
+    from finetune_gen.models.output import OutputObject
 
     result = run_cli("generate", EXAMPLE, "--format", "json", check=True)
     payload = json.loads(result.stdout)
@@ -140,7 +140,7 @@ def test_help_teaches_every_command():
 
 def test_cli_start_up_does_not_import_the_ml_stack():
     code = (
-        "import sys, finetune_gen.cli, finetune_gen.planner, finetune_gen.generate;"
+        "import sys, finetune_gen.cli, finetune_gen.planning.planner, finetune_gen.api;"
         "print(sorted(m for m in ('torch', 'transformers', 'peft', 'datasets') if m in sys.modules))"
     )
     out = subprocess.run(
@@ -150,13 +150,13 @@ def test_cli_start_up_does_not_import_the_ml_stack():
 
 
 def test_committed_schemas_match_the_models():
-    from finetune_gen.schemas import SCHEMA_FILES, schema_text
+    from finetune_gen.spec.schemas import SCHEMA_FILES, schema_text
 
     for which, name in SCHEMA_FILES.items():
         committed = (ROOT / "schemas" / name).read_text()
         assert committed == schema_text(
             which
-        ), f"schemas/{name} is stale: run python -m finetune_gen.schemas"
+        ), f"schemas/{name} is stale: run python -m finetune_gen.spec.schemas"
 
 
 def test_schema_command_prints_valid_json_schema():
@@ -230,7 +230,7 @@ def test_black_output_is_cached_by_exact_input(tmp_path, monkeypatch):
     """A file that did not change is not formatted again; a changed one is."""
     import black
 
-    from finetune_gen import render
+    from finetune_gen.render import engine as render
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.delenv("FINETUNE_GEN_NO_CACHE", raising=False)
@@ -252,7 +252,7 @@ def test_compiled_templates_are_cached_and_an_edited_template_is_compiled_again(
     """`generate` reuses compiled templates between runs; a changed template is not served stale."""
     import jinja2
 
-    from finetune_gen import render
+    from finetune_gen.render import engine as render
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.delenv("FINETUNE_GEN_NO_CACHE", raising=False)

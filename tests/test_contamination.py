@@ -9,7 +9,7 @@ import random
 import pytest
 
 from conftest import run_cli
-from finetune_gen.contamination import content_texts, core_source, ngram_overlap
+from finetune_gen.data.contamination import content_texts, core_source, ngram_overlap
 
 SYSTEM = (
     "You are a careful and helpful assistant. Answer the question truthfully, concisely and "

@@ -252,8 +252,8 @@ def test_write_clean_refuses_to_overwrite_the_input(clean_alpaca):
 
 
 def test_near_duplicates_found_for_paraphrases_not_for_distinct_rows(tmp_path):
-    from finetune_gen.data_check import DataChecker
-    from finetune_gen.data_read import Record
+    from finetune_gen.data.check import DataChecker
+    from finetune_gen.data.read import Record
 
     paraphrases = [
         (

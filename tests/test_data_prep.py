@@ -1,5 +1,5 @@
 """The run folder's data preparation: train.py's split, test set, mixing and augmentation come
-from finetune_gen/data_split.py's shared core; the planner counts mixed rows and reads a
+from finetune_gen/data/split.py's shared core; the planner counts mixed rows and reads a
 check-data report."""
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from finetune_gen import data_split
-from finetune_gen.data_split import mix_counts, split_rows, stratified_split
-from finetune_gen.generate import generate, plan_file
+from finetune_gen.data import split as data_split
+from finetune_gen.data.split import mix_counts, split_rows, stratified_split
+from finetune_gen.api import generate, plan_file
 
 CORE = [
     "SplitError",

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
-from finetune_gen import data_stats
-from finetune_gen.data_read import DataReader
-from finetune_gen.data_stats import read_stats
+from finetune_gen.data import stats as data_stats
+from finetune_gen.data.read import DataReader
+from finetune_gen.data.stats import read_stats
 
 ALPACA = {"prompt": "instruction", "input": "input", "response": "output"}
 
@@ -42,7 +42,7 @@ def test_past_the_read_limit_the_count_is_extrapolated_and_said(tmp_path):
 
 
 def test_the_plan_says_when_rows_are_extrapolated(tmp_path, monkeypatch):
-    from finetune_gen.generate import plan_file
+    from finetune_gen.api import plan_file
 
     write_rows(tmp_path / "train.jsonl", 5_000)
     spec = tmp_path / "spec.yaml"
@@ -107,9 +107,9 @@ def test_a_large_json_array_is_read_in_bounded_memory(tmp_path):
     with path.open("w") as handle:
         handle.write("[" + ",\n".join([row] * 120_000) + "]")
     assert path.stat().st_size > 60e6
-    baseline = _peak_rss_mb("import finetune_gen.data_stats")
+    baseline = _peak_rss_mb("import finetune_gen.data.stats")
     code = (
-        "from finetune_gen.data_stats import read_stats;"
+        "from finetune_gen.data.stats import read_stats;"
         f"s = read_stats({str(path)!r}, 'instruction', 'alpaca', {ALPACA!r});"
         "assert s.rows == 120000, s.rows"
     )

@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from finetune_gen.data_split import (
+from finetune_gen.data.split import (
     mix_counts,
     near_duplicates_of,
     sample_mix,
@@ -115,7 +115,7 @@ def test_generated_train_script_never_trains_on_the_test_rows(tmp_path, tiny_mod
 def test_preparation_fields_are_planned_not_warned_about(tmp_path):
     """train.py applies dataset.mix / test_split now: the plan counts the mixed rows instead of
     warning that they are not applied."""
-    from finetune_gen.generate import plan_file
+    from finetune_gen.api import plan_file
 
     (tmp_path / "train.jsonl").write_text(
         '{"instruction": "Name a colour", "input": "", "output": "Blue is one."}\n' * 20

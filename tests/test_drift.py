@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from finetune_gen.generate import generate
+from finetune_gen.api import generate
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -62,6 +62,6 @@ def test_resources_estimate_the_plans_label_count(tmp_path):
         )
     )
     assert result.plan.num_labels == 200
-    from finetune_gen.shape import shape_for_plan
+    from finetune_gen.estimate.shape import shape_for_plan
 
     assert shape_for_plan(result.plan).num_labels == 200

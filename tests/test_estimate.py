@@ -16,9 +16,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from finetune_gen.architecture import Architecture
-from finetune_gen.catalog import get_gpu, resolve_model
-from finetune_gen.estimate import (
+from finetune_gen.knowledge.architecture import Architecture
+from finetune_gen.knowledge.catalog import get_gpu, resolve_model
+from finetune_gen.estimate.formulas import (
     CUDA_CONTEXT_GB,
     NF4_BYTES,
     NF4_DQ_BYTES,
@@ -31,7 +31,7 @@ from finetune_gen.estimate import (
     flops_per_token,
     named_assumptions,
 )
-from finetune_gen.params import ParamCounts, count_params, trainable_params
+from finetune_gen.knowledge.params import ParamCounts, count_params, trainable_params
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -304,7 +304,7 @@ GEMMA2B = resolve_model("google/gemma-2b").architecture
 
 
 def _per_layer(arch, **kw):
-    from finetune_gen.estimate import _layer_activation_bytes
+    from finetune_gen.estimate.formulas import _layer_activation_bytes
 
     shape = TrainingShape(
         **{

@@ -15,9 +15,9 @@ import pytest
 
 from conftest import run_cli
 from finetune_gen.errors import SpecError
-from finetune_gen.generate import generate as build
-from finetune_gen.planner import plan_spec
-from finetune_gen.spec import parse_spec
+from finetune_gen.api import generate as build
+from finetune_gen.planning.planner import plan_spec
+from finetune_gen.models.spec import parse_spec
 from smoke import generate, run_script, write_spec
 from test_eval import toy_rows, write_jsonl
 
@@ -256,7 +256,7 @@ def test_zero_patience_is_refused_naming_the_field(tmp_path):
 
 
 def test_evaluation_plan_commands_per_model_kind():
-    from finetune_gen.evaluation import evaluation_plan
+    from finetune_gen.render.evaluation import evaluation_plan
 
     chat, _ = plan_spec(spec_of(method="lora"))
     commands = evaluation_plan(chat)["lm_eval"]

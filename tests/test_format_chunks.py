@@ -1,4 +1,4 @@
-"""Chunk-by-chunk formatting (finetune_gen/formatting.py) gives black's whole-file output, byte
+"""Chunk-by-chunk formatting (finetune_gen/render/formatting.py) gives black's whole-file output, byte
 for byte, and after a spec edit black formats only the chunks that changed."""
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import ROOT
-from finetune_gen import formatting, render
+from finetune_gen.render import formatting
+from finetune_gen.render import engine as render
 from finetune_gen.errors import FinetuneGenError
-from finetune_gen.formatting import NotPython, format_source, split_chunks
-from finetune_gen.generate import generate
+from finetune_gen.render.formatting import NotPython, format_source, split_chunks
+from finetune_gen.api import generate
 
 GOLDEN_PY = sorted((ROOT / "golden").glob("*/expected/*.py"))
 # One cache for the tests that may share it: chunks reused across files and feature sets.

@@ -23,8 +23,8 @@ import yaml
 import tiny
 from conftest import run_cli
 from smoke import generate, losses, run_script, write_spec
-from finetune_gen.planner import plan_spec
-from finetune_gen.spec import parse_spec
+from finetune_gen.planning.planner import plan_spec
+from finetune_gen.models.spec import parse_spec
 
 LLAMA_SPEC = {
     "base_model": "meta-llama/Llama-3.1-8B",

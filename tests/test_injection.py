@@ -30,7 +30,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from finetune_gen.generate import generate
+from finetune_gen.api import generate
 
 EXAMPLES = int(os.environ.get("FINETUNE_GEN_FUZZ_EXAMPLES", "100"))
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from finetune_gen.optimizers import LR_SCHEDULERS, OPTIMIZERS, needs_bitsandbytes
+from finetune_gen.knowledge.optimizers import LR_SCHEDULERS, OPTIMIZERS, needs_bitsandbytes
 
 transformers = pytest.importorskip("transformers")
 

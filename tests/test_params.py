@@ -1,4 +1,4 @@
-"""`finetune_gen.params` against transformers and peft, to the last parameter.
+"""`finetune_gen.knowledge.params` against transformers and peft, to the last parameter.
 
 Every catalog model is built from its config on the meta device (no memory, ~0.05 s each);
 peft adapters are applied to fresh meta models for a representative subset.
@@ -19,11 +19,11 @@ from transformers import (  # noqa: E402
 )
 from transformers.pytorch_utils import Conv1D  # noqa: E402
 
-from finetune_gen.architecture import Architecture  # noqa: E402
-from finetune_gen.catalog import get_model, list_models  # noqa: E402
+from finetune_gen.knowledge.architecture import Architecture  # noqa: E402
+from finetune_gen.knowledge.catalog import get_model, list_models  # noqa: E402
 from finetune_gen.errors import SpecError  # noqa: E402
-from finetune_gen.params import (  # noqa: E402
-    adapts_fused_experts,
+from finetune_gen.knowledge.params import (
+    # noqa: E402     adapts_fused_experts,
     count_params,
     is_exact,
     linear_shapes,

@@ -10,9 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from finetune_gen.errors import NoFitError, SpecError
-from finetune_gen import planning
-from finetune_gen.planner import Planner
-from finetune_gen.spec import parse_spec
+from finetune_gen.planning import orchestrate as planning
+from finetune_gen.planning.planner import Planner
+from finetune_gen.models.spec import parse_spec
 
 QUALITY = {"full": 3, "lora": 2, "dora": 2, "qlora": 1}
 

@@ -15,16 +15,28 @@ from typing import get_args
 
 import pytest
 
-from finetune_gen import planning, render
-from finetune_gen.after_training import after_training
-from finetune_gen.distribution import DISTRIBUTIONS
+from finetune_gen.planning import orchestrate as planning
+from finetune_gen.render import engine as render
+from finetune_gen.render.after_training import after_training
+from finetune_gen.variants.distribution import DISTRIBUTIONS
 from finetune_gen.errors import SpecError
-from finetune_gen.evaluation import evaluation_plan
-from finetune_gen.formats import FORMATS
-from finetune_gen.methods import METHODS
-from finetune_gen.outputs import CONFIG_NAMES, GENERATED_NAMES, OUTPUTS, outputs_for
-from finetune_gen.spec import DatasetFormat, Distributed, Method, TaskType, parse_spec
-from finetune_gen.tasks import TASKS
+from finetune_gen.render.evaluation import evaluation_plan
+from finetune_gen.variants.formats import FORMATS
+from finetune_gen.variants.methods import METHODS
+from finetune_gen.render.outputs import (
+    CONFIG_NAMES,
+    GENERATED_NAMES,
+    OUTPUTS,
+    outputs_for,
+)
+from finetune_gen.models.spec import (
+    DatasetFormat,
+    Distributed,
+    Method,
+    TaskType,
+    parse_spec,
+)
+from finetune_gen.variants.tasks import TASKS
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = ROOT / "templates"
@@ -184,7 +196,7 @@ def test_classification_padding_follows_the_method_trait(rendered):
 
 
 def test_config_files_are_the_tables_config_rows(rendered):
-    from finetune_gen.generate import Generated
+    from finetune_gen.api import Generated
 
     folders, _ = rendered
     planned, files = folders[("instruction", "alpaca", "full", "deepspeed_zero3", 2)]

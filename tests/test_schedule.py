@@ -9,20 +9,20 @@ from dataclasses import replace
 
 import pytest
 
-from finetune_gen import schedule
-from finetune_gen.catalog import get_gpu, resolve_model
-from finetune_gen.estimate import (
+from finetune_gen.planning import schedule
+from finetune_gen.knowledge.catalog import get_gpu, resolve_model
+from finetune_gen.estimate.formulas import (
     DEFAULT_USEFUL_FRACTION,
     TrainingShape,
     estimate_eval_memory,
     estimate_memory,
     estimate_time,
 )
-from finetune_gen.generate import generate as build
-from finetune_gen.padding import useful_fraction
-from finetune_gen.params import count_params, trainable_params
-from finetune_gen.planner import Planner, plan_spec
-from finetune_gen.spec import parse_spec
+from finetune_gen.api import generate as build
+from finetune_gen.estimate.padding import useful_fraction
+from finetune_gen.knowledge.params import count_params, trainable_params
+from finetune_gen.planning.planner import Planner, plan_spec
+from finetune_gen.models.spec import parse_spec
 
 LLAMA = resolve_model("meta-llama/Llama-3.1-8B").architecture
 COUNTS = count_params(LLAMA)
@@ -133,7 +133,7 @@ def test_eval_batch_is_larger_and_its_memory_is_checked():
     plan, _ = plan_spec(spec_of(rows=200_000))
     assert plan.schedule.eval_batch_size > plan.micro_batch_size
     planner = Planner(spec_of(rows=200_000))
-    from finetune_gen.shape import shape_for_plan
+    from finetune_gen.estimate.shape import shape_for_plan
 
     shape = shape_for_plan(plan)
     train_peak = estimate_memory(planner.arch, planner.counts, shape).peak_gb
@@ -309,7 +309,7 @@ def test_liger_lets_the_planner_choose_a_bigger_micro_batch_and_says_so(monkeypa
 
 
 def test_liger_wiring_reads_the_plan(monkeypatch):
-    from finetune_gen import shape as shape_module
+    from finetune_gen.estimate import shape as shape_module
 
     plan, _ = plan_spec(spec_of())
     assert shape_module.shape_for_plan(plan).loss_impl == "hf"
@@ -361,7 +361,7 @@ def test_resources_and_config_name_the_collation_and_schedule(tmp_path):
 def test_eval_cost_is_in_the_planned_hours():
     plan, _ = plan_spec(spec_of(rows=200_000))
     planner = Planner(spec_of(rows=200_000))
-    from finetune_gen.resources import estimate_resources
+    from finetune_gen.estimate.resources import estimate_resources
 
     with_eval = estimate_resources(plan, planner.arch, planner.counts)
     none = plan.model_copy(update={"schedule": plan.schedule.model_copy(update={"evaluations": 0})})

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from conftest import ROOT, run_cli
-from finetune_gen.after_training import VLLM_MAX_LORA_RANKS, VLLM_VERSION, slurm_time_limit
+from finetune_gen.render.after_training import VLLM_MAX_LORA_RANKS, VLLM_VERSION, slurm_time_limit
 
 FLAGS_FILE = ROOT / "tests" / "data" / "vllm-serve-flags.txt"
 

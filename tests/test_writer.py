@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, run_cli
-from finetune_gen import writer
+from finetune_gen.files import write as writer
 from finetune_gen.errors import SpecError
-from finetune_gen.writer import MANIFEST, write_run_folder
+from finetune_gen.files.write import MANIFEST, write_run_folder
 
 FILES = {"train.py": "print('new')\n", "launch.sh": "#!/bin/sh\necho new\n", "README.md": "# new\n"}
 OLD = {"train.py": "print('old')\n", "launch.sh": "#!/bin/sh\necho old\n", "ds_zero3.json": "{}\n"}
@@ -141,7 +141,7 @@ KILLER = textwrap.dedent(
     import os, shutil, sys
     from pathlib import Path
     sys.path.insert(0, {root!r})
-    from finetune_gen import writer
+    from finetune_gen.files import write as writer
     calls = []
     module = shutil if {call!r} == "rmtree" else os
     real = getattr(module, {call!r})

@@ -324,7 +324,7 @@ def report_bad_rows(problems, total, what="row(s)"):
 
 
 # ---------------------------------------------------------------- splits, mixing, augmentation
-# The functions from SplitError to the next section comment are finetune_gen/data_split.py's
+# The functions from SplitError to the next section comment are finetune_gen/data/split.py's
 # shared core, rendered here unchanged (those this plan uses): `finetune-gen check-data SPEC`
 # and the planner compute this script's split with the same code.
 

@@ -80,7 +80,7 @@ def parse_args():
 
 
 # ---------------------------------------------------------------- contamination
-# The same code as `finetune-gen check-contamination` (rendered from finetune_gen/contamination.py).
+# The same code as `finetune-gen check-contamination` (rendered from finetune_gen/data/contamination.py).
 
 DEFAULT_NGRAM = 13
 # An n-gram in at least this many training rows is boilerplate (system prompt, template), not

@@ -1,0 +1,1 @@
+"""Reading and checking datasets: streaming readers, checks, cleaning, splits, contamination."""

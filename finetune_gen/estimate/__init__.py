@@ -1,0 +1,1 @@
+"""Memory, time, storage and cost: formulas and recorded measurements, no decisions."""

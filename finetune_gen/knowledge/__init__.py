@@ -1,0 +1,1 @@
+"""Facts, no decisions: architectures, the model and GPU catalogs, parameter counts, optimizers, prompts."""

@@ -1,0 +1,1 @@
+"""Every decision of the plan, with its reason: method, fallbacks, hyperparameters, guards."""

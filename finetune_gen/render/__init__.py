@@ -1,0 +1,1 @@
+"""From a plan to file texts: templates, quoting per output language, black."""

@@ -1,0 +1,1 @@
+"""One registry entry per user-facing choice: methods, tasks, dataset formats, distribution."""
