@@ -10,6 +10,7 @@ also run `--check-data --json` and two training steps in a subprocess (slow).
 from __future__ import annotations
 
 import json
+import os
 import random
 
 import pytest
@@ -318,7 +319,7 @@ def test_plan_says_when_a_local_template_has_no_system_role(tmp_path, tiny_model
 # ---------------------------------------------------------------- property: random conversations
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import HealthCheck, example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 # Text as users write it: words, digits, punctuation, accents, CJK, emoji, inner spaces and
@@ -354,9 +355,21 @@ def test_property_learned_text_is_the_assistant_contents_plus_end_of_turn(
     closing = tokenizer.convert_tokens_to_ids(family.closing)
 
     @settings(
-        max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), database=None
+        max_examples=int(os.environ.get("FINETUNE_GEN_PROPERTY_EXAMPLES", "40")),
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+        database=None,
     )
     @given(_conversation())
+    # Found by this test on Llama 2's template: a reply "\n0" matched the user's "0" that the
+    # template puts after "\n\n", while its own turn shows it trimmed (" 0 </s>").
+    @example(
+        [
+            {"role": "system", "content": "0"},
+            {"role": "user", "content": "0"},
+            {"role": "assistant", "content": "\n0"},
+        ]
+    )
     def check(messages):
         batch = {"messages": [messages], recipe.ROW: [1]}
         encoded = recipe.encode_batch(batch, tokenizer)

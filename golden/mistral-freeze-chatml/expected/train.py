@@ -855,10 +855,19 @@ def assistant_spans(tokenizer, text, messages, index):
             continue
         start, end = found[0]
         if message["role"] == "assistant":
-            # A short reply may also occur in a header ("model"): prefer the occurrence that
-            # the end-of-turn token follows.
+            # A short reply may also occur in a header ("model") or in an earlier turn, and a
+            # reply written with outer whitespace ("\n0") may match text the template put
+            # there ("\n\n0 [/INST]") while its own turn shows it trimmed: prefer the
+            # occurrence, as written or trimmed, that the end-of-turn token follows.
+            trimmed = [
+                s for s in occurrences(text, content.strip(), cursor) if s not in found
+            ]
             start, end = next(
-                (s for s in found if text[s[1] :].lstrip().startswith(tuple(closing))),
+                (
+                    s
+                    for s in found + trimmed
+                    if text[s[1] :].lstrip().startswith(tuple(closing))
+                ),
                 found[0],
             )
             reasoning = message.get("reasoning_content")
