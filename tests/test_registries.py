@@ -242,7 +242,7 @@ def test_a_lora_variant_is_one_methods_entry(tmp_path):
 
     shutil.copytree(ROOT / "finetune_gen", tmp_path / "finetune_gen", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(TEMPLATES, tmp_path / "templates")
-    methods = tmp_path / "finetune_gen" / "methods.py"
+    methods = tmp_path / "finetune_gen" / "variants" / "methods.py"
     anchor = '        MethodEntry("lokr", "LoKr", "low_rank", "LoKrConfig", adapter="lokr"),\n'
     text = methods.read_text()
     assert anchor in text
