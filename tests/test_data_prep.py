@@ -216,7 +216,7 @@ def make_report(tmp_path: Path, data: Path, *, valid_rows: int, tokenizer: str |
 def test_planner_uses_the_reports_row_count_and_token_lengths(tmp_path):
     data = write_jsonl(tmp_path / "data.jsonl", alpaca_rows(80))
     report = make_report(tmp_path, data, valid_rows=50_000, tokenizer="tok-dir")
-    plan, _, _ = plan_file(write_spec(tmp_path, {"path": "data.jsonl", "format": "alpaca", "report": report.name}))
+    plan = plan_file(write_spec(tmp_path, {"path": "data.jsonl", "format": "alpaca", "report": report.name})).plan
     assert plan.dataset.num_examples == 50_000 and plan.dataset.avg_tokens_per_example == 212
     assert plan.dataset.report is not None
     assert any(w.startswith("dataset counted by check-data") and "50000 valid rows" in w and "measured with tok-dir" in w for w in plan.warnings)
@@ -235,9 +235,9 @@ def test_a_real_check_data_report_is_read(tmp_path):
     result = CliRunner().invoke(main, ["check-data", str(data), "--format", "alpaca", "--json", "--write-clean", str(tmp_path / "clean.jsonl")])
     (tmp_path / "report.json").write_text(result.stdout)
     assert json.loads(result.stdout)["data_file"] == str(data.resolve())
-    raw, _, _ = plan_file(write_spec(tmp_path, {"path": "data.jsonl", "format": "alpaca", "report": "report.json", "skip_bad_rows": True}))
+    raw = plan_file(write_spec(tmp_path, {"path": "data.jsonl", "format": "alpaca", "report": "report.json", "skip_bad_rows": True})).plan
     assert raw.dataset.num_examples == 31  # the valid rows (the duplicate is still a row of this file)
-    clean, _, _ = plan_file(write_spec(tmp_path, {"path": "clean.jsonl", "format": "alpaca", "report": "report.json"}))
+    clean = plan_file(write_spec(tmp_path, {"path": "clean.jsonl", "format": "alpaca", "report": "report.json"})).plan
     cleaned = json.loads(result.stdout)["clean"]
     assert cleaned["rows_in"] == 32 and cleaned["rows_out"] < 31
     assert clean.dataset.num_examples == cleaned["rows_out"]
@@ -254,7 +254,7 @@ def test_planner_takes_the_cleaned_row_count_for_the_cleaned_file(tmp_path):
         tokenizer=None,
         clean={"output": str(data), "rows_in": 100, "rows_out": 70, "dropped": 30},
     )
-    plan, _, _ = plan_file(write_spec(tmp_path, {"path": "clean.jsonl", "format": "alpaca", "report": report.name}))
+    plan = plan_file(write_spec(tmp_path, {"path": "clean.jsonl", "format": "alpaca", "report": report.name})).plan
     assert plan.dataset.num_examples == 70
     assert any("70 rows after cleaning (100 checked, 30 dropped)" in w and "estimated by check-data" in w for w in plan.warnings)
 
@@ -262,13 +262,13 @@ def test_planner_takes_the_cleaned_row_count_for_the_cleaned_file(tmp_path):
 def test_a_report_of_another_or_an_older_file_is_not_used(tmp_path):
     data = write_jsonl(tmp_path / "data.jsonl", alpaca_rows(80))
     other = make_report(tmp_path, tmp_path / "other.jsonl", valid_rows=5000, tokenizer=None)
-    plan, _, _ = plan_file(write_spec(tmp_path, {"path": "data.jsonl", "format": "alpaca", "report": other.name}))
+    plan = plan_file(write_spec(tmp_path, {"path": "data.jsonl", "format": "alpaca", "report": other.name})).plan
     assert plan.dataset.num_examples == 80 and plan.dataset.report is None
     assert any(w.startswith("dataset.report not used") and "other.jsonl" in w for w in plan.warnings)
     stale = make_report(tmp_path, data, valid_rows=5000, tokenizer=None)
     later = time.time() + 10
     os.utime(data, (later, later))
-    plan, _, _ = plan_file(write_spec(tmp_path, {"path": "data.jsonl", "format": "alpaca", "report": stale.name}))
+    plan = plan_file(write_spec(tmp_path, {"path": "data.jsonl", "format": "alpaca", "report": stale.name})).plan
     assert plan.dataset.num_examples == 80
     assert any("changed after the report was written" in w for w in plan.warnings)
 

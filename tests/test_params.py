@@ -22,8 +22,8 @@ from transformers.pytorch_utils import Conv1D  # noqa: E402
 from finetune_gen.knowledge.architecture import Architecture  # noqa: E402
 from finetune_gen.knowledge.catalog import get_model, list_models  # noqa: E402
 from finetune_gen.errors import SpecError  # noqa: E402
-from finetune_gen.knowledge.params import (
-    # noqa: E402     adapts_fused_experts,
+from finetune_gen.knowledge.params import (  # noqa: E402
+    adapts_fused_experts,
     count_params,
     is_exact,
     linear_shapes,

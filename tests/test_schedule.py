@@ -129,7 +129,9 @@ def test_eval_subset_keeps_evaluation_within_its_compute_budget():
     assert floor.value == schedule.MIN_EVAL_EXAMPLES and "floor" in floor.why
 
 
-def test_eval_batch_is_larger_and_its_memory_is_checked():
+def test_eval_batch_is_larger_and_its_memory_is_checked(monkeypatch):
+    # Without Liger (the eval memory model keeps the logits): room for a larger eval batch.
+    monkeypatch.setattr(Planner, "collation_and_liger", lambda self, ctx: ("group_by_length", False))
     plan, _ = plan_spec(spec_of(rows=200_000))
     assert plan.schedule.eval_batch_size > plan.micro_batch_size
     planner = Planner(spec_of(rows=200_000))
@@ -300,6 +302,7 @@ def test_liger_lets_the_planner_choose_a_bigger_micro_batch_and_says_so(monkeypa
             "hardware": {"gpus": 1, "vram_per_gpu": 80, "gpu_type": "h100_80gb"},
         }
     )
+    monkeypatch.setattr(Planner, "collation_and_liger", lambda self, ctx: ("group_by_length", False))
     plain, _ = Planner(spec).plan()
     monkeypatch.setattr(Planner, "collation_and_liger", lambda self, ctx: ("group_by_length", True))
     fused, _ = Planner(spec).plan()
@@ -312,9 +315,12 @@ def test_liger_wiring_reads_the_plan(monkeypatch):
     from finetune_gen.estimate import shape as shape_module
 
     plan, _ = plan_spec(spec_of())
-    assert shape_module.shape_for_plan(plan).loss_impl == "hf"
+    expected = "liger" if plan.use_liger_kernel else "hf"
+    assert shape_module.shape_for_plan(plan).loss_impl == expected
     monkeypatch.setattr(shape_module, "planned_liger", lambda plan: True)
     assert shape_module.shape_for_plan(plan).loss_impl == "liger"
+    monkeypatch.setattr(shape_module, "planned_liger", lambda plan: False)
+    assert shape_module.shape_for_plan(plan).loss_impl == "hf"
 
 
 # ---------------------------------------------------------------- the run folder
@@ -334,7 +340,8 @@ def test_resources_and_config_name_the_collation_and_schedule(tmp_path):
                     "avg_tokens_per_example": 400,
                 },
                 "training_config": {"method": "lora"},
-                "hardware": {"gpus": 1, "vram_per_gpu": 80, "gpu_type": "h100_80gb"},
+                # A T4 (compute capability 7.5) has no FlashAttention 2: length-grouped batches.
+                "hardware": {"gpus": 1, "vram_per_gpu": 16, "gpu_type": "t4"},
             }
         )
     )

@@ -938,7 +938,8 @@ class Planner:
         self, decisions: dict[str, Decision], ctx: Context
     ) -> tuple[str, str, bool]:
         """The collation expected on the target GPU, its fallback, and Liger, with reasons."""
-        collation, fallback, why, use_liger, liger_why = self.kernel_choice(ctx)
+        _, fallback, why, _, liger_why = self.kernel_choice(ctx)
+        collation, use_liger = self.collation_and_liger(ctx)  # what every estimate planned with
         decisions["collation"] = Decision(setting="collation", value=collation, why=why)
         decisions["collation_fallback"] = Decision(
             setting="collation_fallback",
