@@ -11,6 +11,7 @@ import importlib.util
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -184,8 +185,15 @@ def test_memory_ladder_keeps_the_effective_batch(tmp_path, tiny_models):
 def tiny_run(tmp_path, tiny_models, **training):
     model = tiny_models("llama")
     data = tiny.write_alpaca(tmp_path / "alpaca.jsonl", rows=48)
-    # 38 training rows, micro-batch 4: 10 steps, so a checkpoint (and evaluation) every step.
-    return generate(write_spec(tmp_path, model, data, method="lora", **training), tmp_path / "run")
+    # 38 training rows, micro-batch 4: 10 steps. The planner evaluates and saves a run this
+    # short once, at its end; the guards are tested with a checkpoint (and evaluation) at every
+    # step, set as a user would, in the script's plan constants.
+    run = generate(write_spec(tmp_path, model, data, method="lora", **training), tmp_path / "run")
+    script = run / "train.py"
+    text, edits = re.subn(r'"(eval_steps|save_steps)": \d+', r'"\1": 1', script.read_text())
+    assert edits == 2, "train.py's TRAINING_ARGS no longer hold eval_steps and save_steps"
+    script.write_text(text)
+    return run
 
 
 def run_with(folder: Path, env: dict, *args: str) -> subprocess.CompletedProcess:

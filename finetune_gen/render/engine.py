@@ -250,7 +250,7 @@ def build_view(plan: Plan) -> View:
     language_model = not task.classifies  # trained on TRL's SFTTrainer (classification: Trainer)
     if language_model:  # SFTTrainer and SFTConfig take their place
         transformers_names = [
-            n for n in transformers_names if n not in ("Trainer", "TrainingArguments")
+            n for n in transformers_names if n != "TrainingArguments"  # Trainer: its own loss
         ]
     imports.append(f"from transformers import {', '.join(sorted(transformers_names))}")
     if language_model:

@@ -45,7 +45,7 @@ import torch
 from datasets import Dataset, load_dataset
 from datasets.exceptions import DatasetGenerationError
 from peft import IA3Config, get_peft_model
-from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCallback
 from trl import SFTConfig, SFTTrainer
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
@@ -932,7 +932,44 @@ class LanguageModelTrainer(SFTTrainer):
     built); asked for logits at evaluation it would run a second, full forward. Here evaluation
     takes token_nll's per-sequence sums straight from the fused head's per-token log-probabilities:
     the same token-weighted perplexity, no logits gathered.
+
+    The fused head multiplies by `lm_head.weight` itself. When peft wraps the head (new token
+    rows trained with trainable_token_indices, or a head in modules_to_save) the trained rows
+    live in the wrapper, so the fused head would miss them (and fails on the wrapper's missing
+    bias): then the model's own forward and loss are used, through the wrapper.
     """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        head = self.model.get_output_embeddings()
+        self.fused_head = type(head).__name__ not in (
+            "TrainableTokensWrapper",
+            "ModulesToSaveWrapper",
+        )
+        if not self.fused_head:
+            print(
+                f"Loss: the model's own LM head ({type(head).__name__} trains token rows), not TRL's fused one."
+            )
+
+    def compute_loss(
+        self, model, inputs, return_outputs=False, num_items_in_batch=None
+    ):
+        if self.fused_head:
+            return super().compute_loss(
+                model,
+                inputs,
+                return_outputs=return_outputs,
+                num_items_in_batch=num_items_in_batch,
+            )
+        # transformers' Trainer.compute_loss: model(**inputs) with labels, token-weighted by
+        # num_items_in_batch across the accumulated micro-batches.
+        return Trainer.compute_loss(
+            self,
+            model,
+            inputs,
+            return_outputs=return_outputs,
+            num_items_in_batch=num_items_in_batch,
+        )
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         if prediction_loss_only:
@@ -941,9 +978,22 @@ class LanguageModelTrainer(SFTTrainer):
             )
         inputs = self._prepare_inputs(inputs)
         with torch.no_grad(), self.compute_loss_context_manager():
-            outputs = model(**inputs, use_cache=False, fused_lm_head=True)
-        nll = -outputs.log_probs.float()  # zero where nothing is learned
-        learned = outputs.label_mask
+            if self.fused_head:
+                outputs = model(**inputs, use_cache=False, fused_lm_head=True)
+                nll = -outputs.log_probs.float()  # zero where nothing is learned
+                learned = outputs.label_mask
+            else:
+                labels = inputs["labels"][:, 1:]
+                logits = model(
+                    **{k: v for k, v in inputs.items() if k != "labels"},
+                    use_cache=False,
+                ).logits
+                learned = labels != -100
+                log_probs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+                picked = log_probs.gather(
+                    -1, labels.clamp(min=0).unsqueeze(-1)
+                ).squeeze(-1)
+                nll = -picked * learned
         loss = nll.sum() / learned.sum().clamp(min=1)
         sums = torch.stack([nll.sum(1), learned.sum(1).float()], dim=1)
         return (
